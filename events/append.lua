@@ -1,0 +1,390 @@
+-- Atomic append of one or more events to ONE aggregate of the session service (docs/events.md).
+--
+-- KEYS[1] {prefix}:{p}:config    KEYS[2] {prefix}:{p}:log     KEYS[3] {prefix}:{p}:agg:{tenant}:{kind}:{id}
+-- KEYS[4] {prefix}:{p}:tc:...    KEYS[5] {prefix}:{p}:mem:...  KEYS[5+i] {prefix}:{p}:idem:{tenant}:{event id i}
+-- ARGV[1] expected aggregate version ('' for any; 0 means "must not exist yet")
+-- ARGV[1+i] event i, the JSON envelope (docs/events.md); version and recorded_at are assigned here
+--
+-- Reply: {'ok', result JSON} or {'duplicate', result JSON of the first append that used the event id}.
+-- Refusal: an error reply "<code> <JSON object with a message and details>"; nothing is written.
+--
+-- Every check runs before the first write, so a refused append leaves no trace. The script recomputes the
+-- partition and every key name from the events themselves, so a caller cannot write around the rules.
+
+local MOD = 2147483647
+
+local function fail(code, message, extra)
+  local d = extra or {}
+  d.message = message
+  error({code = code, d = d})
+end
+
+local function is_null(v) return v == nil or v == cjson.null end
+
+local function json_size(v)
+  if type(v) == 'string' then return #v end
+  return #cjson.encode(v)
+end
+
+local function main()
+  local config_key = KEYS[1]
+  local base, partition = string.match(config_key, '^(.-{(%d+)}):config$')
+  if not base then fail('keys_mismatch', 'KEYS[1] must be the partition config key') end
+  partition = tonumber(partition)
+  local cfg = redis.call('HMGET', config_key, 'partitions', 'dedup_window_s', 'max_content_bytes',
+    'max_messages', 'max_key_length', 'max_value_bytes', 'max_metadata_bytes', 'max_memory_keys',
+    'max_tool_calls', 'max_id_length')
+  if not cfg[1] then
+    fail('log_not_configured', 'the log is not set up: run the service (or EventLog.setup) once first')
+  end
+  local partitions = tonumber(cfg[1])
+  local ttl = tonumber(cfg[2])
+  local lim = {
+    content = tonumber(cfg[3]), messages = tonumber(cfg[4]), key = tonumber(cfg[5]), value = tonumber(cfg[6]),
+    metadata = tonumber(cfg[7]), memkeys = tonumber(cfg[8]), toolcalls = tonumber(cfg[9]), id = tonumber(cfg[10]),
+  }
+
+  local n = #ARGV - 1
+  if n < 1 then fail('empty_append', 'an append needs at least one event') end
+  if #KEYS ~= 5 + n then fail('keys_mismatch', 'expected ' .. (5 + n) .. ' keys for ' .. n .. ' events') end
+
+  local function check_id(what, v, allow_colon)
+    if type(v) ~= 'string' or #v == 0 then fail('invalid_' .. what, what .. ' must be a non-empty string') end
+    if #v > lim.id then
+      fail('id_too_long', what .. ' is ' .. #v .. ' bytes; the limit is ' .. lim.id, {limit = lim.id})
+    end
+    if string.find(v, '%c') then fail('invalid_' .. what, what .. ' must not contain control characters') end
+    if not allow_colon and string.find(v, ':', 1, true) then
+      fail('invalid_' .. what, what .. " must not contain ':'")
+    end
+  end
+  local function check_metadata(v, what)
+    if is_null(v) then return end
+    if type(v) ~= 'table' then fail('invalid_metadata', what .. ' must be a JSON object') end
+    local size = json_size(v)
+    if size > lim.metadata then
+      fail('metadata_too_large', what .. ' is ' .. size .. ' bytes; the limit is ' .. lim.metadata,
+        {limit = lim.metadata})
+    end
+  end
+  local function opt_string(v, what)
+    if not is_null(v) and type(v) ~= 'string' then fail('invalid_event', what .. ' must be a string') end
+  end
+
+  -- Decode and check the envelopes: one aggregate, keys named as the events say.
+  local events = {}
+  local tenant, kind, agg_id
+  local seen_ids = {}
+  for i = 1, n do
+    local ok, ev = pcall(cjson.decode, ARGV[1 + i])
+    if not ok or type(ev) ~= 'table' then fail('invalid_json', 'event ' .. i .. ' is not a JSON object') end
+    if type(ev.type) ~= 'string' then fail('invalid_event', 'event ' .. i .. ' has no type') end
+    if type(ev.id) ~= 'string' or not string.match(ev.id,
+        '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$')
+        or string.find(ev.id, '%u') then
+      fail('invalid_event_id', 'event ' .. i .. ': id must be a UUID in lowercase hex (a UUIDv7 is best)')
+    end
+    if seen_ids[ev.id] then fail('duplicate_event_id', 'event id ' .. ev.id .. ' appears twice in one append') end
+    seen_ids[ev.id] = true
+    local t = ev.tenant
+    if is_null(t) then t = 'default' end
+    check_id('tenant', t, false)
+    check_id('aggregate_id', ev.aggregate_id, true)
+    if ev.aggregate_kind ~= 'session' and ev.aggregate_kind ~= 'memory' then
+      fail('invalid_aggregate_kind', "aggregate_kind must be 'session' or 'memory'")
+    end
+    if i == 1 then
+      tenant, kind, agg_id = t, ev.aggregate_kind, ev.aggregate_id
+    elseif t ~= tenant or ev.aggregate_kind ~= kind or ev.aggregate_id ~= agg_id then
+      fail('mixed_aggregates', 'all events of one append must belong to one aggregate')
+    end
+    if type(ev.occurred_at) ~= 'string' or not string.match(ev.occurred_at, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d')
+        or not (string.match(ev.occurred_at, 'Z$') or string.match(ev.occurred_at, '[%+%-]%d%d:%d%d$')) then
+      fail('invalid_occurred_at', 'occurred_at must be an RFC 3339 timestamp with a time zone')
+    end
+    if not is_null(ev.actor) then
+      local a = ev.actor
+      if type(a) ~= 'table' or (a.kind ~= 'user' and a.kind ~= 'model' and a.kind ~= 'service'
+          and a.kind ~= 'admin') or type(a.id) ~= 'string' then
+        fail('invalid_actor', 'actor must be {kind: user|model|service|admin, id: string}')
+      end
+    end
+    opt_string(ev.correlation_id, 'correlation_id')
+    opt_string(ev.causation_id, 'causation_id')
+    opt_string(ev.encryption_key_id, 'encryption_key_id')
+    if type(ev.payload) ~= 'table' then
+      if ev.type == 'session.deleted.v1' and is_null(ev.payload) then ev.payload = {}
+      else fail('invalid_payload', 'event ' .. i .. ' has no payload object') end
+    end
+    events[i] = ev
+  end
+
+  -- The partition is a function of the aggregate: recompute it so nobody can write around the order.
+  local h = 0
+  local ident = tenant .. '/' .. kind .. '/' .. agg_id
+  for j = 1, #ident do h = (h * 31 + string.byte(ident, j)) % MOD end
+  if h % partitions ~= partition then
+    fail('partition_mismatch', 'aggregate ' .. ident .. ' belongs to partition ' .. (h % partitions)
+      .. ', not ' .. partition, {partition = h % partitions})
+  end
+  local suffix = tenant .. ':' .. kind .. ':' .. agg_id
+  if KEYS[2] ~= base .. ':log' or KEYS[3] ~= base .. ':agg:' .. suffix or KEYS[4] ~= base .. ':tc:' .. suffix
+      or KEYS[5] ~= base .. ':mem:' .. suffix then
+    fail('keys_mismatch', 'KEYS[2..5] must be the log, state, tool call and memory keys of the aggregate')
+  end
+  for i = 1, n do
+    if KEYS[5 + i] ~= base .. ':idem:' .. tenant .. ':' .. events[i].id then
+      fail('keys_mismatch', 'KEYS[' .. (5 + i) .. '] must be the idempotency key of event ' .. i)
+    end
+  end
+
+  -- Idempotency: a retried append returns the first result; a reused event id elsewhere is refused.
+  local first = redis.call('GET', KEYS[6])
+  if first then return {'duplicate', first} end
+  for i = 2, n do
+    if redis.call('EXISTS', KEYS[5 + i]) == 1 then
+      fail('duplicate_event_id', 'event id ' .. events[i].id .. ' was already used by another append')
+    end
+  end
+
+  local st = redis.call('HMGET', KEYS[3], 'v', 'pos', 'user', 'del', 'mc')
+  local version = tonumber(st[1] or '0')
+  local pos, owner, deleted, mc = st[2], st[3], st[4] == '1', tonumber(st[5] or '0')
+  local expected = ARGV[1]
+  if expected ~= '' and tonumber(expected) ~= version then
+    fail('version_conflict', 'expected version ' .. expected .. ' but the aggregate is at ' .. version,
+      {current_version = version, expected_version = tonumber(expected)})
+  end
+
+  -- Apply the rules to a scratch copy of the state; write only when every event passed.
+  local tc_new = {}        -- tool call id -> '0' pending / '1' answered, for this append
+  local mem_overlay = {}   -- memory key -> true (present) / false (absent), for this append
+  local mem_cleared = false
+  local mem_count = redis.call('SCARD', KEYS[5])
+  local removed = 0
+  local created, deleted_now, noop = false, false, false
+
+  local function tool_call_state(id)
+    if tc_new[id] ~= nil then return tc_new[id] end
+    return redis.call('HGET', KEYS[4], id)
+  end
+  local function has_key(k)
+    if mem_overlay[k] ~= nil then return mem_overlay[k] end
+    if mem_cleared then return false end
+    return redis.call('SISMEMBER', KEYS[5], k) == 1
+  end
+  local function require_session()
+    if not owner then fail('session_not_found', 'session ' .. agg_id .. ' does not exist') end
+    if deleted then fail('session_deleted', 'session ' .. agg_id .. ' was deleted') end
+  end
+  local function check_memory_scope(p)
+    check_id('user_id', p.user_id, true)
+    if is_null(p.session_id) then
+      if kind ~= 'memory' or agg_id ~= p.user_id then
+        fail('wrong_aggregate', 'user-scoped memory belongs to the aggregate (memory, user_id)')
+      end
+    else
+      check_id('session_id', p.session_id, true)
+      if kind ~= 'session' or agg_id ~= p.session_id then
+        fail('wrong_aggregate', 'session-scoped memory belongs to the aggregate (session, session_id)')
+      end
+      if not owner then
+        fail('memory_session_not_found', 'session ' .. agg_id .. ' does not exist')
+      end
+      if deleted then fail('session_deleted', 'session ' .. agg_id .. ' was deleted') end
+      if owner ~= p.user_id then
+        fail('memory_session_not_owned', 'session ' .. agg_id .. ' does not belong to user ' .. p.user_id)
+      end
+    end
+  end
+  local function check_key(k)
+    if type(k) ~= 'string' or #k == 0 then fail('invalid_key', 'a memory key must be a non-empty string') end
+    if #k > lim.key then
+      fail('key_too_long', 'memory key is ' .. #k .. ' bytes; the limit is ' .. lim.key, {limit = lim.key})
+    end
+    if string.find(k, '%c') then fail('invalid_key', 'a memory key must not contain control characters') end
+  end
+
+  for i = 1, n do
+    local ev, p, t = events[i], events[i].payload, events[i].type
+    if t == 'session.created.v1' then
+      if kind ~= 'session' then fail('wrong_aggregate', 'session events belong to a session aggregate') end
+      check_id('user_id', p.user_id, true)
+      check_metadata(p.metadata, 'session metadata')
+      if owner and owner ~= p.user_id then
+        fail('session_owned_by_another_user', 'session ' .. agg_id .. ' belongs to another user')
+      end
+      if deleted then fail('session_deleted', 'session ' .. agg_id .. ' was deleted; its id cannot be reused') end
+      if owner then
+        if n > 1 then fail('session_exists', 'session ' .. agg_id .. ' already exists') end
+        noop = true  -- get-or-create of an existing session of this user: nothing to append
+      else
+        owner, created = p.user_id, true
+      end
+    elseif t == 'session.messages_added.v1' then
+      if kind ~= 'session' then fail('wrong_aggregate', 'session events belong to a session aggregate') end
+      require_session()
+      local msgs = p.messages
+      if type(msgs) ~= 'table' or #msgs == 0 then
+        fail('empty_messages', 'messages must be a non-empty list')
+      end
+      if #msgs > lim.messages then
+        fail('too_many_messages', #msgs .. ' messages in one append; the limit is ' .. lim.messages,
+          {limit = lim.messages})
+      end
+      for j, m in ipairs(msgs) do
+        local where = 'message ' .. j
+        if type(m) ~= 'table' then fail('invalid_message', where .. ' must be an object') end
+        local role = m.role
+        if role ~= 'user' and role ~= 'assistant' and role ~= 'system' and role ~= 'tool' then
+          fail('invalid_role', where .. ': role must be one of user, assistant, system, tool')
+        end
+        opt_string(m.content, where .. ' content')
+        opt_string(m.name, where .. ' name')
+        if not is_null(m.timestamp) and type(m.timestamp) ~= 'number' then
+          fail('invalid_message', where .. ': timestamp must be a number of milliseconds')
+        end
+        if not is_null(m.content) and #m.content > lim.content then
+          fail('content_too_large', where .. ' content is ' .. #m.content .. ' bytes; the limit is '
+            .. lim.content, {limit = lim.content, index = j - 1})
+        end
+        check_metadata(m.metadata, where .. ' metadata')
+        local calls = m.tool_calls
+        local has_calls = false
+        if not is_null(calls) then
+          if type(calls) ~= 'table' then fail('invalid_tool_calls', where .. ': tool_calls must be a list') end
+          if #calls > 0 and role ~= 'assistant' then
+            fail('tool_calls_not_allowed', where .. ': only assistant messages may carry tool_calls')
+          end
+          if #calls > lim.toolcalls then
+            fail('too_many_tool_calls', where .. ' has ' .. #calls .. ' tool calls; the limit is '
+              .. lim.toolcalls, {limit = lim.toolcalls})
+          end
+          for _, c in ipairs(calls) do
+            if type(c) ~= 'table' then fail('invalid_tool_calls', where .. ': a tool call must be an object') end
+            check_id('tool_call_id', c.id, true)
+            if not is_null(c.type) and c.type ~= 'function' then
+              fail('invalid_tool_calls', where .. ": tool call type must be 'function'")
+            end
+            local f = c['function']
+            if type(f) ~= 'table' or type(f.name) ~= 'string' or #f.name == 0 then
+              fail('invalid_tool_calls', where .. ': tool call ' .. c.id .. ' needs function.name')
+            end
+            if not is_null(f.arguments) and type(f.arguments) ~= 'string' then
+              fail('invalid_tool_calls', where .. ': function.arguments must be a JSON string')
+            end
+            if tool_call_state(c.id) then
+              fail('duplicate_tool_call_id', where .. ': tool call id ' .. c.id .. ' is already used in this session',
+                {tool_call_id = c.id})
+            end
+            tc_new[c.id] = '0'
+            has_calls = true
+          end
+        end
+        if role == 'tool' then
+          local ref = m.tool_call_id
+          if type(ref) ~= 'string' or #ref == 0 then
+            fail('tool_call_id_required', where .. ': a tool message must name the tool_call_id it answers')
+          end
+          local s = tool_call_state(ref)
+          if not s then
+            fail('unknown_tool_call', where .. ': no earlier assistant message in this session made tool call '
+              .. ref, {tool_call_id = ref})
+          end
+          if s == '1' then
+            fail('tool_call_already_answered', where .. ': tool call ' .. ref .. ' already has a result',
+              {tool_call_id = ref})
+          end
+          tc_new[ref] = '1'
+        elseif not is_null(m.tool_call_id) then
+          fail('unexpected_tool_call_id', where .. ': only tool messages carry a tool_call_id')
+        end
+        if is_null(m.content) and not has_calls then
+          fail('missing_content', where .. ' needs content (or, for an assistant, tool_calls)')
+        end
+      end
+      mc = mc + #msgs
+    elseif t == 'session.deleted.v1' then
+      if kind ~= 'session' then fail('wrong_aggregate', 'session events belong to a session aggregate') end
+      require_session()
+      deleted, deleted_now = true, true
+    elseif t == 'memory.saved.v1' then
+      check_memory_scope(p)
+      check_key(p.key)
+      if p.value == nil then fail('invalid_value', 'memory.saved needs a value (any JSON value)') end
+      local size = json_size(p.value)
+      if size > lim.value then
+        fail('value_too_large', 'memory value is ' .. size .. ' bytes; the limit is ' .. lim.value,
+          {limit = lim.value})
+      end
+      if not has_key(p.key) then
+        if mem_count >= lim.memkeys then
+          fail('too_many_memory_keys', 'this scope already holds ' .. mem_count .. ' keys; the limit is '
+            .. lim.memkeys, {limit = lim.memkeys})
+        end
+        mem_count = mem_count + 1
+        mem_overlay[p.key] = true
+      end
+    elseif t == 'memory.deleted.v1' then
+      check_memory_scope(p)
+      check_key(p.key)
+      if has_key(p.key) then
+        mem_overlay[p.key] = false
+        mem_count = mem_count - 1
+        removed = removed + 1
+      elseif n == 1 then
+        noop = true
+      else
+        fail('memory_key_not_found', 'memory key ' .. p.key .. ' does not exist in this scope')
+      end
+    elseif t == 'memory.cleared.v1' then
+      check_memory_scope(p)
+      if mem_count == 0 and n == 1 then noop = true end
+      removed = removed + mem_count
+      mem_cleared, mem_overlay, mem_count = true, {}, 0
+    else
+      fail('unknown_event_type', 'unknown event type ' .. t)
+    end
+  end
+
+  local result = {partition = partition, version = version, position = pos, appended = false, removed = 0}
+  if kind == 'session' then result.message_count = mc end
+  if noop then return {'ok', cjson.encode(result)} end
+
+  -- Every check passed: write.
+  local ids = {}
+  for i = 1, n do
+    version = version + 1
+    pos = redis.call('XADD', KEYS[2], '*', 'type', events[i].type, 'version', tostring(version),
+      'event', ARGV[1 + i])
+    ids[i] = events[i].id
+  end
+  local fields = {'v', version, 'pos', pos}
+  if kind == 'session' then
+    table.insert(fields, 'mc'); table.insert(fields, mc)
+    if created then table.insert(fields, 'user'); table.insert(fields, owner) end
+    if deleted_now then table.insert(fields, 'del'); table.insert(fields, '1') end
+  end
+  redis.call('HSET', KEYS[3], unpack(fields))
+  for id, s in pairs(tc_new) do redis.call('HSET', KEYS[4], id, s) end
+  if deleted_now then
+    redis.call('DEL', KEYS[5])
+  else
+    if mem_cleared then redis.call('DEL', KEYS[5]) end
+    for k, present in pairs(mem_overlay) do
+      if present then redis.call('SADD', KEYS[5], k) else redis.call('SREM', KEYS[5], k) end
+    end
+  end
+  result.version, result.position, result.appended, result.removed = version, pos, true, removed
+  result.event_ids = ids
+  local encoded = cjson.encode(result)
+  for i = 1, n do redis.call('SET', KEYS[5 + i], encoded, 'EX', ttl) end
+  return {'ok', encoded}
+end
+
+local ok, res = pcall(main)
+if ok then return res end
+if type(res) == 'table' and res.code then
+  return redis.error_reply(res.code .. ' ' .. cjson.encode(res.d))
+end
+return redis.error_reply('script_error ' .. cjson.encode({message = tostring(res)}))

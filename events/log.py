@@ -1,0 +1,323 @@
+"""The partitioned event log on Redis Streams: atomic append, ordered reads, heads.
+
+The logic (which keys, which arguments, what a reply means) is plain functions; ``EventLog`` (asyncio) and
+``Publisher`` (blocking, for other services) only send them. Both work unchanged on Redis 7 and on fakeredis.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .codec import RawEntry, encode_event
+from .errors import ConfigurationError, InvalidEvent, SessionsError, Unavailable, error_from_code
+from .keys import Keys, partition_of
+from .schema import Event, MemorySaved
+from .settings import LogSettings
+
+__all__ = [
+    "AggregateState",
+    "AppendPlan",
+    "AppendResult",
+    "EventLog",
+    "Publisher",
+    "load_script",
+    "parse_entries",
+    "parse_reply",
+    "plan_append",
+    "translate_error",
+]
+
+START = "0-0"
+
+
+def load_script() -> str:
+    return importlib.resources.files("events").joinpath("append.lua").read_text()
+
+
+class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What an append did. ``position`` is the stream entry id of the aggregate's latest event (the one just
+    appended, or, when nothing was appended, the latest before); wait for ``(partition, position)`` to read
+    your write."""
+
+    partition: int
+    version: int
+    position: str | None = None
+    appended: bool = False
+    duplicate: bool = False
+    event_ids: list[str] = msgspec.field(default_factory=list)
+    removed: int = 0
+    message_count: int | None = None
+
+
+class AggregateState(msgspec.Struct, frozen=True, kw_only=True):
+    partition: int
+    version: int = 0
+    position: str | None = None
+    user_id: str | None = None
+    deleted: bool = False
+    message_count: int = 0
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+
+class AppendPlan(msgspec.Struct, frozen=True):
+    partition: int
+    keys: list[str]
+    args: list[bytes | str]
+    scoped: tuple[str, str] | None = None  # (the user's scoped-sessions set, session id): SADD first
+
+
+_result_decoder = msgspec.json.Decoder(AppendResult)
+
+
+def plan_append(
+    keys: Keys, partitions: int, events: Sequence[Event], expected_version: int | None = None
+) -> AppendPlan:
+    """Keys and arguments of the append script for events of one aggregate."""
+    if not events:
+        raise InvalidEvent("an append needs at least one event", code="empty_append")
+    first = events[0]
+    tenant, kind, agg_id = first.tenant, first.aggregate_kind, first.aggregate_id
+    for e in events[1:]:
+        if (e.tenant, e.aggregate_kind, e.aggregate_id) != (tenant, kind, agg_id):
+            raise InvalidEvent("all events of one append must belong to one aggregate", code="mixed_aggregates")
+    p = partition_of(tenant, kind, agg_id, partitions)
+    script_keys = [
+        keys.config(p),
+        keys.log(p),
+        keys.aggregate(p, tenant, kind, agg_id),
+        keys.tool_calls(p, tenant, kind, agg_id),
+        keys.memory_keys(p, tenant, kind, agg_id),
+    ]
+    script_keys.extend(keys.idempotency(p, tenant, str(e.id)) for e in events)
+    args: list[bytes | str] = ["" if expected_version is None else str(expected_version)]
+    args.extend(encode_event(e) for e in events)
+    scoped = None
+    for e in events:
+        if isinstance(e, MemorySaved) and e.payload.session_id is not None:
+            up = partition_of(tenant, "memory", e.payload.user_id, partitions)
+            scoped = (keys.scoped_sessions(up, tenant, e.payload.user_id), e.payload.session_id)
+    return AppendPlan(p, script_keys, args, scoped)
+
+
+def parse_reply(reply: Any) -> AppendResult:
+    status, body = reply[0], reply[1]
+    if isinstance(status, bytes):
+        status = status.decode()
+    result = _result_decoder.decode(body)
+    if status == "duplicate":
+        return msgspec.structs.replace(result, duplicate=True)
+    return result
+
+
+def translate_error(e: ResponseError) -> SessionsError:
+    """Turn the script's error reply ``<code> <json>`` into the typed error."""
+    text = str(e)
+    code, _, rest = text.partition(" ")
+    if code.isidentifier() and code.islower() and rest.startswith("{"):
+        # Redis appends " script: <sha>, on @user_script..." to script errors; cut at the JSON's end.
+        body = rest[: rest.rfind("}") + 1]
+        try:
+            details = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            details = {"message": body}
+        message = details.pop("message", code)
+        return error_from_code(code, message, **details)
+    if "NOSCRIPT" in text:
+        return Unavailable("the append script is not loaded", code="script_not_loaded")
+    return Unavailable(f"redis refused the command: {text}", code="redis_error")
+
+
+def parse_entries(partition: int, raw: Sequence[Any]) -> list[RawEntry]:
+    out = []
+    for entry_id, fields in raw:
+        position = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        type_tag = fields.get(b"type", b"").decode()
+        try:
+            version = int(fields.get(b"version", b"0"))
+        except ValueError:
+            version = 0
+        out.append(RawEntry(partition, position, type_tag, version, fields.get(b"event", b"")))
+    return out
+
+
+def _state(partition: int, values: Sequence[bytes | None]) -> AggregateState:
+    v, pos, user, deleted, mc = values
+    return AggregateState(
+        partition=partition,
+        version=int(v or 0),
+        position=pos.decode() if pos else None,
+        user_id=user.decode() if user else None,
+        deleted=deleted == b"1",
+        message_count=int(mc or 0),
+    )
+
+
+_STATE_FIELDS = ("v", "pos", "user", "del", "mc")
+
+
+def _config_mapping(settings: LogSettings) -> dict[str, int]:
+    return {
+        "partitions": settings.partitions,
+        "dedup_window_s": settings.dedup_window_s,
+        **settings.limits.as_redis_hash(),
+    }
+
+
+def _check_partitions(found: bytes | None, settings: LogSettings) -> None:
+    if found is not None and int(found) != settings.partitions:
+        raise ConfigurationError(
+            f"this Redis holds a log of {int(found)} partitions under prefix {settings.prefix!r}, but the "
+            f"settings ask for {settings.partitions}; the partition count is fixed for a deployment",
+            code="partition_count_mismatch",
+        )
+
+
+class EventLog:
+    """The log, over an asyncio Redis client (redis-py or fakeredis)."""
+
+    def __init__(self, client: aioredis.Redis, settings: LogSettings | None = None) -> None:
+        self.redis = client
+        self.settings = settings or LogSettings()
+        self.keys = Keys(self.settings.prefix)
+        self.partitions = self.settings.partitions
+        self._script = client.register_script(load_script())
+
+    @classmethod
+    def connect(cls, settings: LogSettings) -> EventLog:
+        """The real Redis of ``settings.redis_url``, or, with none, an in-process fakeredis (embedded)."""
+        if settings.redis_url:
+            client = aioredis.Redis.from_url(settings.redis_url)
+        else:
+            import fakeredis
+
+            client = fakeredis.FakeAsyncRedis()
+        return cls(client, settings)
+
+    async def setup(self) -> None:
+        """Write the limits each partition's script reads. Refuses a partition count that differs."""
+        try:
+            _check_partitions(await self.redis.hget(self.keys.config(0), "partitions"), self.settings)
+            mapping = _config_mapping(self.settings)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for p in range(self.partitions):
+                    pipe.hset(self.keys.config(p), mapping=mapping)  # type: ignore[arg-type]
+                await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+
+    async def append(self, events: Sequence[Event], expected_version: int | None = None) -> AppendResult:
+        plan = plan_append(self.keys, self.partitions, events, expected_version)
+        try:
+            if plan.scoped is not None:
+                # Before the append, so a clear of all the user's memory always finds this session.
+                await self.redis.sadd(plan.scoped[0], plan.scoped[1])
+            reply = await self._script(keys=plan.keys, args=plan.args)
+        except ResponseError as e:
+            raise translate_error(e) from e
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        return parse_reply(reply)
+
+    async def read(
+        self, partition: int, after: str = START, count: int = 1000, block_ms: int | None = None
+    ) -> list[RawEntry]:
+        """Entries of one partition after ``after``, in order; waits up to ``block_ms`` when there are none."""
+        return (await self.read_many({partition: after}, count, block_ms)).get(partition, [])
+
+    async def read_many(
+        self, positions: dict[int, str], count: int = 1000, block_ms: int | None = None
+    ) -> dict[int, list[RawEntry]]:
+        """Entries of several partitions after their positions (one XREAD). On Redis Cluster, call it with
+        the partitions of one node at a time."""
+        if not positions:
+            return {}
+        streams = {self.keys.log(p): after for p, after in positions.items()}
+        by_key = {self.keys.log(p): p for p in positions}
+        try:
+            reply = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        out: dict[int, list[RawEntry]] = {}
+        for key, entries in reply or []:
+            p = by_key[key.decode() if isinstance(key, bytes) else key]
+            out[p] = parse_entries(p, entries)
+        return out
+
+    async def heads(self) -> dict[int, str | None]:
+        """The latest entry id of every partition (None for an empty one)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.xrevrange(self.keys.log(p), count=1)
+            replies = await pipe.execute()
+        return {p: (r[0][0].decode() if r else None) for p, r in enumerate(replies)}
+
+    async def lengths(self) -> dict[int, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.xlen(self.keys.log(p))
+            return dict(enumerate(await pipe.execute()))
+
+    async def aggregate(self, tenant: str, kind: str, aggregate_id: str) -> AggregateState:
+        """The log's current state of one aggregate (version, latest position, owner for a session)."""
+        p = partition_of(tenant, kind, aggregate_id, self.partitions)
+        try:
+            values = await self.redis.hmget(self.keys.aggregate(p, tenant, kind, aggregate_id), _STATE_FIELDS)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        return _state(p, values)
+
+    async def scoped_sessions(self, tenant: str, user_id: str) -> list[str]:
+        """Sessions where the user may hold session-scoped memory (a superset: stale entries are harmless)."""
+        p = partition_of(tenant, "memory", user_id, self.partitions)
+        members = await self.redis.smembers(self.keys.scoped_sessions(p, tenant, user_id))
+        return sorted(m.decode() for m in members)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class Publisher:
+    """Blocking publisher for other Python services: the same script, the same checks, no way around them.
+
+    >>> pub = Publisher.from_url("redis://127.0.0.1:6379/0")
+    >>> result = pub.publish([SessionCreated(aggregate_kind="session", aggregate_id="s1",
+    ...                                      payload=SessionCreatedPayload(user_id="u1"))])
+    """
+
+    def __init__(self, client: redis.Redis, settings: LogSettings | None = None) -> None:
+        self.redis = client
+        self.settings = settings or LogSettings()
+        self.keys = Keys(self.settings.prefix)
+        self._script = client.register_script(load_script())
+
+    @classmethod
+    def from_url(cls, url: str, settings: LogSettings | None = None) -> Publisher:
+        return cls(redis.Redis.from_url(url), settings)
+
+    def publish(self, events: Sequence[Event], expected_version: int | None = None) -> AppendResult:
+        """Append events of one aggregate atomically. Retrying with the same event ids is safe."""
+        plan = plan_append(self.keys, self.settings.partitions, events, expected_version)
+        try:
+            if plan.scoped is not None:
+                self.redis.sadd(plan.scoped[0], plan.scoped[1])
+            reply = self._script(keys=plan.keys, args=plan.args)
+        except ResponseError as e:
+            raise translate_error(e) from e
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        return parse_reply(reply)
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,81 @@
+"""Settings of the event log: a frozen dataclass with defaults, read from the environment by ``from_env()``.
+
+Environment variables (all optional):
+
+=============================  =================  ==========================================================
+``REDIS_URL``                   (embedded)         the Redis of the log; absent: an in-process fakeredis
+``SESSIONS_PARTITIONS``         16                 partition streams; fixed for a deployment
+``SESSIONS_REDIS_PREFIX``       sessions           prefix of every Redis key
+``SESSIONS_DEDUP_WINDOW_S``     86400              how long a used event id is remembered (idempotency)
+``SESSIONS_MAX_CONTENT_BYTES``  262144             bytes of one message's content
+``SESSIONS_MAX_MESSAGES``       100                messages in one append
+``SESSIONS_MAX_KEY_LENGTH``     256                characters of a memory key
+``SESSIONS_MAX_VALUE_BYTES``    65536              bytes of one memory value (as JSON)
+``SESSIONS_MAX_METADATA_BYTES`` 16384              bytes of session or message metadata (as JSON)
+``SESSIONS_MAX_MEMORY_KEYS``    1000               memory keys in one scope
+``SESSIONS_MAX_TOOL_CALLS``     128                tool calls in one assistant message
+=============================  =================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["Limits", "LogSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Enforced by the append script itself, so no publisher can get around them."""
+
+    max_content_bytes: int = 262_144
+    max_messages: int = 100
+    max_key_length: int = 256
+    max_value_bytes: int = 65_536
+    max_metadata_bytes: int = 16_384
+    max_memory_keys: int = 1000
+    max_tool_calls: int = 128
+    max_id_length: int = 256
+
+    def as_redis_hash(self) -> dict[str, int]:
+        return asdict(self)
+
+
+_LIMIT_ENV = {
+    "max_content_bytes": "SESSIONS_MAX_CONTENT_BYTES",
+    "max_messages": "SESSIONS_MAX_MESSAGES",
+    "max_key_length": "SESSIONS_MAX_KEY_LENGTH",
+    "max_value_bytes": "SESSIONS_MAX_VALUE_BYTES",
+    "max_metadata_bytes": "SESSIONS_MAX_METADATA_BYTES",
+    "max_memory_keys": "SESSIONS_MAX_MEMORY_KEYS",
+    "max_tool_calls": "SESSIONS_MAX_TOOL_CALLS",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    redis_url: str | None = None
+    partitions: int = 16
+    prefix: str = "sessions"
+    dedup_window_s: int = 86_400
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.partitions <= 16384:
+            raise ValueError("partitions must be between 1 and 16384")
+        if self.dedup_window_s < 1:
+            raise ValueError("the dedup window must be at least one second")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LogSettings:
+        env = os.environ if env is None else env
+        limits = Limits(**{name: int(env[var]) for name, var in _LIMIT_ENV.items() if env.get(var)})
+        return cls(
+            redis_url=env.get("REDIS_URL") or None,
+            partitions=int(env.get("SESSIONS_PARTITIONS") or 16),
+            prefix=env.get("SESSIONS_REDIS_PREFIX") or "sessions",
+            dedup_window_s=int(env.get("SESSIONS_DEDUP_WINDOW_S") or 86_400),
+            limits=limits,
+        )

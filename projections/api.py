@@ -1,0 +1,241 @@
+"""The read-model contract: records, pages, the queries the service needs, and the write side projectors use.
+
+Two implementations keep this contract (``projections.memory.InMemoryReadModel`` for the embedded default and
+fast tests; ``projections.postgres.PostgresReadModel`` for production) and one contract test suite runs
+against both (``tests/projections/test_contract.py``).
+
+Conventions
+-----------
+* Every query is scoped by ``tenant``.
+* Times come from the log, never from a clock: ``created_at`` is the ``recorded_at`` of the session's
+  ``session.created`` event, ``updated_at`` that of its latest event. Applying events is deterministic, so an
+  incremental build and a rebuild are identical row for row.
+* Cursors are opaque strings. A page's ``next_cursor`` is passed back as ``after`` to continue in the same
+  order; ``None`` means the last page. ``before`` pages the other way. Pages are stable while rows are added.
+* Message ``seq`` numbers a session's messages 1, 2, 3, ... in log order.
+* Positions are stream entry ids (``"<ms>-<n>"``) per partition; compare them with ``position_key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+from events.codec import RawEntry
+
+__all__ = [
+    "PROJECTION",
+    "AuditFilter",
+    "AuditPage",
+    "AuditRecord",
+    "BatchOutcome",
+    "Checkpoint",
+    "DeadLetter",
+    "MemoryRecord",
+    "MessagePage",
+    "MessageRecord",
+    "Order",
+    "ReadModel",
+    "SessionPage",
+    "SessionRecord",
+    "position_key",
+]
+
+PROJECTION = "read_models"  # the one projection: sessions, messages, memories and the archive, applied together
+Order = Literal["asc", "desc"]
+
+
+def position_key(position: str | None) -> tuple[int, int]:
+    """Sort key of a stream entry id; None (nothing yet) sorts first."""
+    if not position:
+        return (0, 0)
+    ms, _, seq = position.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    session_id: str
+    user_id: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+    version: int  # the session aggregate's version last applied
+    deleted: bool = False
+
+
+class MessageRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    seq: int
+    role: str
+    content: str | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    timestamp: int = 0  # epoch ms: the message's own, or the event's occurred_at when it had none
+    metadata: dict[str, Any] | None = None
+    event_id: str = ""
+
+
+class MemoryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: str
+    session_id: str | None  # None: user scope
+    key: str
+    value: Any
+    version: int  # 1 on first save of the key in its scope, +1 on every later save
+    created_at: datetime
+    updated_at: datetime
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One archived event with its envelope and position: the audit trail."""
+
+    partition: int
+    position: str
+    event_id: str
+    type: str
+    tenant: str
+    aggregate_kind: str
+    aggregate_id: str
+    version: int
+    user_id: str | None  # the user the event concerns (session owner or memory user)
+    actor_kind: str
+    actor_id: str
+    correlation_id: str | None
+    causation_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    payload: dict[str, Any]
+
+
+class MessagePage(msgspec.Struct, frozen=True, kw_only=True):
+    messages: list[MessageRecord]
+    total: int  # messages in the whole session
+    next_cursor: str | None = None
+
+
+class SessionPage(msgspec.Struct, frozen=True, kw_only=True):
+    sessions: list[SessionRecord]
+    next_cursor: str | None = None
+
+
+class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
+    events: list[AuditRecord]
+    next_cursor: str | None = None
+
+
+class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str = "default"
+    session_id: str | None = None  # events of that session aggregate
+    user_id: str | None = None  # events concerning that user (sessions they own, their memory)
+    types: Sequence[str] | None = None
+    since: datetime | None = None  # recorded_at >= since
+    until: datetime | None = None  # recorded_at < until
+    actor_kind: str | None = None
+    actor_id: str | None = None
+
+
+class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+    partition: int
+    position: str | None  # the last stream entry applied; None: nothing yet
+    epoch: int  # the fencing epoch of the lease that wrote it
+    updated_at: datetime | None = None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    partition: int
+    position: str
+    type: str
+    data: bytes
+    error: str
+    attempts: int
+    created_at: datetime
+    retried: bool = False
+
+
+class BatchOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    position: str  # the new checkpoint
+    applied: int  # events applied
+    messages: int  # messages written
+    dead_lettered: int = 0
+
+
+class ReadModel(Protocol):
+    """Queries (the service) and the write side (projectors) of a read model."""
+
+    # -- queries ---------------------------------------------------------------------------------------
+    async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
+        """The session, deleted or not (``deleted`` says); None if never created."""
+
+    async def list_sessions(
+        self, tenant: str, user_id: str, *, limit: int = 50, after: str | None = None
+    ) -> SessionPage:
+        """A user's live sessions, most recently updated first."""
+
+    async def get_messages(
+        self,
+        tenant: str,
+        session_id: str,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        order: Order = "asc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> MessagePage:
+        """A page of a live session's messages. ``limit`` None or 0: all. ``offset`` skips that many in the
+        chosen order (the original API); ``after``/``before`` are keyset cursors."""
+
+    async def get_memory(
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        merged: bool = False,
+        key: str | None = None,
+    ) -> dict[str, MemoryRecord]:
+        """No session_id: the user scope. session_id: that session's scope, or with ``merged`` both scopes,
+        the session's value winning. ``key``: only that key (an empty dict when missing)."""
+
+    async def audit(self, flt: AuditFilter, *, limit: int = 100, after: str | None = None) -> AuditPage:
+        """Archived events matching the filter, oldest first (recorded_at, then partition and position)."""
+
+    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
+        """The checkpoint of every partition that has one."""
+
+    # -- write side (projectors) -----------------------------------------------------------------------
+    async def apply_batch(
+        self,
+        partition: int,
+        entries: Sequence[RawEntry],
+        *,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> BatchOutcome:
+        """Apply entries of one partition (in order, all after ``expected``) and move the checkpoint to the
+        last one, in ONE transaction. The checkpoint update is a compare-and-set on (``expected``, an epoch
+        not newer than ``epoch``): if another writer moved it or holds a newer epoch, nothing is written and
+        ``projections.errors.FencedOut`` is raised. A unique (aggregate, version) guard refuses a double apply.
+        An entry that cannot be decoded or applied raises ``projections.errors.PoisonEvent`` naming it, with
+        nothing written; the caller retries and then calls ``dead_letter``."""
+
+    async def dead_letter(
+        self,
+        partition: int,
+        entry: RawEntry,
+        error: str,
+        *,
+        attempts: int,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> str:
+        """Record a poison entry and move the checkpoint past it, in one transaction (same CAS)."""
+
+    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]: ...
