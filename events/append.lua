@@ -149,7 +149,8 @@ local function main()
 
   local st = redis.call('HMGET', KEYS[3], 'v', 'pos', 'user', 'del', 'mc')
   local version = tonumber(st[1] or '0')
-  local pos, owner, deleted, mc = st[2], st[3], st[4] == '1', tonumber(st[5] or '0')
+  -- Redis turns a missing field into false; `or nil` makes it nil so it stays out of the JSON reply.
+  local pos, owner, deleted, mc = st[2] or nil, st[3] or nil, st[4] == '1', tonumber(st[5] or '0')
   local expected = ARGV[1]
   if expected ~= '' and tonumber(expected) ~= version then
     fail('version_conflict', 'expected version ' .. expected .. ' but the aggregate is at ' .. version,

@@ -11,6 +11,7 @@ tag, so every key of one partition lives in one slot and one script can touch th
     {prefix}:{p}:idem:{tenant}:{event_id}        string the result of the append that used this event id (TTL)
     {prefix}:{p}:scoped:{tenant}:{user}          set    sessions where a user saved session-scoped memory
     {prefix}:{p}:lease:{projection}              string the projector lease of a partition (owner, epoch)
+    {prefix}:{workers}:{projection}              zset   live projector workers, scored by heartbeat expiry
 
 The partition of an aggregate is ``h % partitions`` where ``h`` folds the UTF-8 bytes of
 ``tenant/kind/id`` as ``h = (h * 31 + byte) % 2147483647``: integer arithmetic that Redis' Lua 5.1 can check
@@ -71,6 +72,10 @@ class Keys:
 
     def lease(self, partition: int, projection: str) -> str:
         return f"{self.base(partition)}:lease:{projection}"
+
+    def workers(self, projection: str) -> str:
+        """Not tied to a partition: its own hash tag, so it lives in one slot of a cluster."""
+        return f"{self.prefix}:{{workers}}:{projection}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this deployment (tests use it to clean up)."""
