@@ -372,3 +372,14 @@ async def test_an_unset_log_says_so(redis_client, key_prefix: str) -> None:  # t
     with pytest.raises(ConfigurationError) as err:
         await log.append([created("s1", "alice")])
     assert err.value.code == "log_not_configured"
+
+
+async def test_append_batch_pipelines_independent_appends(event_log: EventLog) -> None:
+    await event_log.redis.script_flush()  # the pipeline must load the script itself
+    results = await event_log.append_batch(
+        [[created("s1", "alice")], [added("ghost", msg("user", "x"))], [created("s2", "bob")],
+         [saved("alice", "k", 1)]]
+    )
+    assert [type(r).__name__ for r in results] == ["AppendResult", "NotFound", "AppendResult", "AppendResult"]
+    assert isinstance(results[1], NotFound) and results[1].code == "session_not_found"
+    assert all(r.version == 1 for r in results if not isinstance(r, Exception))
