@@ -42,7 +42,7 @@ local function put(ep, u, o) redis.call('SET', KEYS[1], string.format('%d %d %s'
 """
 
 # ARGV: owner, ttl_ms, min_epoch, force ('1' takes the lease even from a live owner).
-# Reply: {epoch, until_ms, owner, now}: the lease as it is after the call; the caller owns it iff owner matches.
+# Reply: {epoch, until_ms, owner, now}: the lease after the call; the caller owns it iff the owner matches.
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -206,8 +206,11 @@ class LeaseManager:
 
     async def renew(self, lease: Lease) -> Lease | None:
         """Extend a held lease; None when it changed hands (the caller must stop writing that partition)."""
-        until = int(await self._call(self._renew, [self._key(lease.partition)], [lease.owner, lease.epoch,
-                                                                                 self.ttl_ms]))
+        until = int(
+            await self._call(
+                self._renew, [self._key(lease.partition)], [lease.owner, lease.epoch, self.ttl_ms]
+            )
+        )
         return msgspec.structs.replace(lease, until_ms=until) if until else None
 
     async def release(self, lease: Lease) -> bool:
@@ -229,24 +232,29 @@ class LeaseManager:
         for p, raw in enumerate(replies[1:]):
             owner, epoch, until = None, 0, 0
             if raw:
-                e, u, o = _text(raw).split(" ", 2)
-                owner, epoch, until = o, int(e), int(u)
-            out[p] = LeaseState(partition=p, owner=owner, epoch=epoch, until_ms=until,
-                                live=owner is not None and until > now)
+                ep, u, o = _text(raw).split(" ", 2)
+                owner, epoch, until = o, int(ep), int(u)
+            out[p] = LeaseState(
+                partition=p, owner=owner, epoch=epoch, until_ms=until, live=owner is not None and until > now
+            )
         return out
 
     async def heartbeat(self) -> list[str]:
         """Announce this worker for one TTL; the live workers, sorted."""
-        members = await self._call(self._heartbeat, [self.keys.workers(self.projection)],
-                                   [self.worker_id, self.ttl_ms, "0"])
+        members = await self._call(
+            self._heartbeat, [self.keys.workers(self.projection)], [self.worker_id, self.ttl_ms, "0"]
+        )
         return [_text(m) for m in members]
 
     async def workers(self) -> list[str]:
         """The live workers, without announcing this one."""
-        members = await self._call(self._heartbeat, [self.keys.workers(self.projection)],
-                                   [self.worker_id, self.ttl_ms, "2"])
+        members = await self._call(
+            self._heartbeat, [self.keys.workers(self.projection)], [self.worker_id, self.ttl_ms, "2"]
+        )
         return [_text(m) for m in members]
 
     async def leave(self) -> None:
         """Withdraw the announcement, so the others rebalance at once instead of after a TTL."""
-        await self._call(self._heartbeat, [self.keys.workers(self.projection)], [self.worker_id, self.ttl_ms, "1"])
+        await self._call(
+            self._heartbeat, [self.keys.workers(self.projection)], [self.worker_id, self.ttl_ms, "1"]
+        )

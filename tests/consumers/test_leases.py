@@ -14,7 +14,9 @@ PROJECTION = "read_models"
 
 
 def manager(log: EventLog, worker: str, ttl_ms: int = 5000) -> LeaseManager:
-    return LeaseManager(log.redis, log.keys, log.partitions, projection=PROJECTION, worker_id=worker, ttl_ms=ttl_ms)
+    return LeaseManager(
+        log.redis, log.keys, log.partitions, projection=PROJECTION, worker_id=worker, ttl_ms=ttl_ms
+    )
 
 
 async def test_acquire_is_exclusive_and_renew_extends(event_log: EventLog) -> None:
@@ -149,7 +151,9 @@ async def test_partitions_rebalance_when_workers_join_and_leave(event_log: Event
         await b.release(lease)
     await b.leave()
     await _converge([a, c], owned)
-    assert len(owned["a"]) == 4 and len(owned["c"]) == 4 and set(owned["a"]) | set(owned["c"]) == set(range(8))
+    assert (
+        len(owned["a"]) == 4 and len(owned["c"]) == 4 and set(owned["a"]) | set(owned["c"]) == set(range(8))
+    )
     states = await a.states()
     assert {p: s.owner for p, s in states.items()} == {p: w for w in "ac" for p in owned[w]}
 
