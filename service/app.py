@@ -1,0 +1,188 @@
+"""The application core: the log, the read model, commands, queries and read-your-writes, wired once.
+
+Every adapter (HTTP now, gRPC later) holds one ``Application`` and calls ``app.commands`` / ``app.queries``.
+``Application.open(settings)`` builds it from settings:
+
+* embedded (no configuration): an in-process fakeredis log, the in-memory read model, a projector task;
+* ``SESSION_STORAGE=postgres`` + ``DB_CONNECTION_STRING`` + ``REDIS_URL``: the real servers, with a projector
+  task unless ``projector=False`` (then separate ``sessions project`` workers apply the log).
+
+The in-process projector writes through ``NotifyingReadModel``, so a waiting read wakes the moment its
+position is applied instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from events.errors import ConfigurationError, SessionsError, Unavailable
+from events.log import EventLog
+from projections.api import PROJECTION, ReadModel
+
+from .commands import Commands
+from .consistency import Consistency, NotifyingReadModel
+from .metrics import Metrics
+from .queries import Queries
+from .settings import ServiceSettings
+
+__all__ = ["Application", "open_read_model"]
+
+log = logging.getLogger("service.app")
+
+
+async def open_read_model(settings: ServiceSettings) -> ReadModel:
+    """The read model the settings name, ready to use (migrations applied for PostgreSQL)."""
+    if settings.storage == "memory":
+        from projections.memory import InMemoryReadModel
+
+        return InMemoryReadModel()
+    from projections.settings import ProjectionSettings
+    from projections.settings import open_read_model as open_projection
+
+    proj = ProjectionSettings.from_env(
+        {"SESSION_STORAGE": "postgres", "DB_CONNECTION_STRING": settings.db_connection_string or ""}
+    )
+    return await open_projection(proj)
+
+
+async def _close(obj: Any) -> None:
+    close = getattr(obj, "close", None)
+    if close is None:
+        return
+    result = close()
+    if asyncio.iscoroutine(result):
+        await result
+
+
+class Application:
+    """Log + read model + commands + queries. Use ``async with await Application.open(settings)`` or
+    construct it from parts (tests do) and call ``start()`` / ``close()``."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        read_model: ReadModel,
+        *,
+        settings: ServiceSettings | None = None,
+        projector: bool = False,
+        owns_resources: bool = False,
+    ) -> None:
+        self.settings = settings or ServiceSettings()
+        self.log = log
+        self.read_model = read_model
+        self.consistency = Consistency(read_model, self.settings.read_timeout_s)
+        self.commands = Commands(log)
+        self.queries = Queries(log, read_model, self.consistency)
+        self.metrics = Metrics()
+        self.projector_enabled = projector
+        self.projector: Any = None
+        self._owns = owns_resources
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: ServiceSettings) -> Application:
+        """Connect to what the settings name, set the log up, and start the in-process projector."""
+        event_log = EventLog.connect(settings.log)
+        try:
+            await event_log.setup()
+            read_model = await open_read_model(settings)
+        except BaseException:
+            await event_log.close()
+            raise
+        app = cls(
+            event_log,
+            read_model,
+            settings=settings,
+            projector=settings.projector or settings.storage == "memory",
+            owns_resources=True,
+        )
+        await app.start()
+        return app
+
+    @property
+    def mode(self) -> str:
+        if self.settings.embedded:
+            return "embedded (fakeredis log, in-memory read model, in-process projector)"
+        where = "PostgreSQL" if self.settings.storage == "postgres" else "in-memory"
+        proj = "in-process projector" if self.projector_enabled else "no projector in this process"
+        return f"Redis log at {self.settings.redis_url or 'fakeredis'}, {where} read model, {proj}"
+
+    async def start(self) -> None:
+        if self.projector_enabled and self._task is None:
+            from consumers.projector import Projector
+
+            self._stop = asyncio.Event()
+            # A short block keeps the leases fresh and a stop prompt; new entries wake XREAD at once anyway.
+            self.projector = Projector(
+                self.log, NotifyingReadModel(self.read_model, self.consistency), block_ms=100
+            )
+            self._task = asyncio.create_task(self._run_projector(), name="in-process projector")
+
+    async def _run_projector(self) -> None:
+        try:
+            await self.projector.run(self._stop)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the in-process projector stopped")
+            raise
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5)
+            except (TimeoutError, Exception):
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
+            self._task = None
+        if self._owns:
+            await _close(self.read_model)
+            await self.log.close()
+
+    async def __aenter__(self) -> Application:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def readiness(self) -> dict[str, str]:
+        """What is reachable; raises ``Unavailable`` naming the first thing that is not."""
+        checks: dict[str, str] = {}
+        try:
+            await self.log.redis.ping()
+        except Exception as e:
+            raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
+        checks["log"] = "ok"
+        try:
+            ready = getattr(self.read_model, "ready", None)
+            if ready is not None:
+                await ready()  # e.g. PostgreSQL: reachable and every migration applied
+            else:
+                await self.read_model.checkpoints(PROJECTION)
+        except SessionsError:
+            raise
+        except Exception as e:
+            raise Unavailable(f"the read model is unreachable: {e}", code="read_model_unreachable") from e
+        checks["read_model"] = "ok"
+        if self._task is not None and self._task.done():
+            raise Unavailable("the in-process projector has stopped", code="projector_stopped")
+        checks["projector"] = "in-process" if self._task is not None else "external"
+        return checks
+
+    async def refresh_metrics(self) -> None:
+        """Projector lag per partition and dead letters, for a scrape. Best effort: a scrape never fails."""
+        try:
+            from consumers.status import partition_status
+
+            for st in await partition_status(self.log, self.read_model, lag_cap=1000):
+                self.metrics.set_lag(st.partition, st.lag_events, st.lag_seconds)
+            dead = await self.read_model.dead_letters(limit=10_000)
+            self.metrics.dead_letters.set(len(dead))
+        except (ImportError, SessionsError, ConfigurationError, OSError) as e:
+            log.warning("metrics: projection status unavailable: %s", e)

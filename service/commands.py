@@ -1,0 +1,238 @@
+"""Commands: validate, build events with their defaults, append them to the log, return where they landed.
+
+A command never reads the read model: the log's append script is the one place where the rules are checked
+(ownership, deleted sessions, versions, tool calls, limits), atomically. What a command returns carries the
+position (partition + stream entry id) a later read can wait for.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from events.errors import NotFound, PermissionDenied, SessionsError
+from events.log import AppendResult, EventLog
+from events.schema import (
+    Actor,
+    AggregateKind,
+    AnyEvent,
+    Event,
+    MemoryCleared,
+    MemoryClearedPayload,
+    MemoryDeleted,
+    MemoryDeletedPayload,
+    MemorySaved,
+    MemorySavedPayload,
+    Message,
+    MessagesAdded,
+    MessagesAddedPayload,
+    SessionCreated,
+    SessionCreatedPayload,
+    SessionDeleted,
+    SessionDeletedPayload,
+    new_event_id,
+    now_ms,
+)
+
+from .errors import BadRequest
+
+__all__ = [
+    "IDEMPOTENCY_NAMESPACE",
+    "ClearResult",
+    "Commands",
+    "Context",
+    "SessionWrite",
+    "idempotent_event_id",
+]
+
+# Fixed forever: an Idempotency-Key maps to the same event id in every process and every release.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-5d6e-8f70-112233445566")
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """Who asks, for which tenant, in which request (copied into every event's envelope)."""
+
+    tenant: str = "default"
+    actor: Actor | None = None  # None: the user the command concerns, or the service itself
+    correlation_id: str | None = None
+
+    def actor_for(self, user_id: str | None = None) -> Actor:
+        if self.actor is not None:
+            return self.actor
+        if user_id is not None:
+            return Actor(kind="user", id=user_id)
+        return Actor()
+
+
+class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    created: bool
+    result: AppendResult
+
+
+class ClearResult(msgspec.Struct, frozen=True, kw_only=True):
+    count: int
+    results: list[AppendResult]
+
+
+def idempotent_event_id(tenant: str, scope: str, key: str) -> uuid.UUID:
+    """The event id an Idempotency-Key stands for: a retry carries the same id, and the log returns the first
+    append's result. ``scope`` names the target (the log remembers ids per partition, so the key must not be
+    shared by two aggregates)."""
+    if not key or len(key) > 255:
+        raise BadRequest("an Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
+    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{tenant}\x00{scope}\x00{key}")
+
+
+def _with_timestamps(messages: Sequence[Message], now: int) -> list[Message]:
+    return [m if m.timestamp else msgspec.structs.replace(m, timestamp=now) for m in messages]
+
+
+def _memory_aggregate(user_id: str, session_id: str | None) -> tuple[AggregateKind, str]:
+    return ("memory", user_id) if session_id is None else ("session", session_id)
+
+
+class Commands:
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
+
+    def _envelope(self, ctx: Context, user_id: str | None, event_id: uuid.UUID | None) -> dict[str, Any]:
+        return {
+            "id": event_id or new_event_id(),
+            "tenant": ctx.tenant,
+            "actor": ctx.actor_for(user_id),
+            "correlation_id": ctx.correlation_id,
+        }
+
+    async def get_or_create_session(
+        self,
+        ctx: Context,
+        user_id: str,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SessionWrite:
+        """Resume the user's session ``session_id``, create it under that id, or create one with a new id.
+        Another user's session id is refused (PermissionDenied); a deleted one too (SessionDeleted)."""
+        sid = session_id or str(new_event_id())
+        event = SessionCreated(
+            aggregate_kind="session",
+            aggregate_id=sid,
+            payload=SessionCreatedPayload(user_id=user_id, metadata=metadata or {}),
+            **self._envelope(ctx, user_id, None),
+        )
+        result = await self.log.append([event])
+        return SessionWrite(session_id=sid, created=result.appended, result=result)
+
+    async def add_messages(
+        self,
+        ctx: Context,
+        session_id: str,
+        messages: Sequence[Message],
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append messages (timestamps default to now). A retry with the same Idempotency-Key returns the
+        first result and appends nothing."""
+        if not messages:
+            raise BadRequest("messages must be a non-empty list", code="empty_messages")
+        event_id = (
+            idempotent_event_id(ctx.tenant, f"session/{session_id}/messages", idempotency_key)
+            if idempotency_key is not None
+            else None
+        )
+        event = MessagesAdded(
+            aggregate_kind="session",
+            aggregate_id=session_id,
+            payload=MessagesAddedPayload(messages=_with_timestamps(messages, now_ms())),
+            **self._envelope(ctx, None, event_id),
+        )
+        return await self.log.append([event], expected_version)
+
+    async def delete_session(self, ctx: Context, session_id: str, reason: str | None = None) -> AppendResult:
+        event = SessionDeleted(
+            aggregate_kind="session",
+            aggregate_id=session_id,
+            payload=SessionDeletedPayload(reason=reason),
+            **self._envelope(ctx, None, None),
+        )
+        return await self.log.append([event])
+
+    async def save_memory(
+        self, ctx: Context, user_id: str, key: str, value: Any, session_id: str | None = None
+    ) -> AppendResult:
+        """User-scoped memory lives in the aggregate (memory, user_id); session-scoped memory in the session's
+        own aggregate, so the session's rules (owner, deleted) hold atomically."""
+        kind, agg = _memory_aggregate(user_id, session_id)
+        event = MemorySaved(
+            aggregate_kind=kind,
+            aggregate_id=agg,
+            payload=MemorySavedPayload(user_id=user_id, key=key, value=value, session_id=session_id),
+            **self._envelope(ctx, user_id, None),
+        )
+        return await self.log.append([event])
+
+    async def delete_memory(
+        self, ctx: Context, user_id: str, key: str, session_id: str | None = None
+    ) -> AppendResult:
+        """``removed`` is 1 when the key existed (an absent key appends nothing and removes 0)."""
+        kind, agg = _memory_aggregate(user_id, session_id)
+        event = MemoryDeleted(
+            aggregate_kind=kind,
+            aggregate_id=agg,
+            payload=MemoryDeletedPayload(user_id=user_id, key=key, session_id=session_id),
+            **self._envelope(ctx, user_id, None),
+        )
+        return await self.log.append([event])
+
+    async def clear_memory(self, ctx: Context, user_id: str) -> ClearResult:
+        """Clear the user's memory in every scope: the user scope and each session scope the log lists."""
+        envelope = self._envelope(ctx, user_id, None)
+        del envelope["id"]
+        results = [
+            await self.log.append(
+                [
+                    MemoryCleared(
+                        aggregate_kind="memory",
+                        aggregate_id=user_id,
+                        payload=MemoryClearedPayload(user_id=user_id),
+                        **envelope,
+                    )
+                ]
+            )
+        ]
+        for sid in await self.log.scoped_sessions(ctx.tenant, user_id):
+            event = MemoryCleared(
+                aggregate_kind="session",
+                aggregate_id=sid,
+                payload=MemoryClearedPayload(user_id=user_id, session_id=sid),
+                **envelope,
+            )
+            try:
+                results.append(await self.log.append([event]))
+            except (NotFound, PermissionDenied):
+                # A deleted session's memory went with it; a stale entry of the list is harmless.
+                continue
+        return ClearResult(count=sum(r.removed for r in results), results=results)
+
+    async def publish(self, events: Sequence[AnyEvent | Event]) -> list[AppendResult]:
+        """Append a batch from another service: one atomic append per aggregate, in the order the aggregates
+        first appear. The first refused aggregate stops the batch (the error says which were appended);
+        retrying the whole batch is safe, since appended event ids return their first result."""
+        groups: dict[tuple[str, str, str], list[Event]] = {}
+        for e in events:
+            groups.setdefault((e.tenant, e.aggregate_kind, e.aggregate_id), []).append(e)
+        results: list[AppendResult] = []
+        for group in groups.values():
+            try:
+                results.append(await self.log.append(group))
+            except SessionsError as e:
+                e.details.update(
+                    failed_aggregate={"kind": group[0].aggregate_kind, "id": group[0].aggregate_id},
+                    appended=[msgspec.to_builtins(r) for r in results],
+                )
+                raise
+        return results

@@ -1,0 +1,264 @@
+"""Read-your-writes: a read waits, bounded, until the read model has applied what it must see.
+
+A target is a set of ``partition -> stream entry id``: the position an aggregate had in the log when the read
+began (``EventLog.aggregate``), every partition's head for reads that span aggregates (a user's sessions, the
+audit trail), or positions a client passed back from its own writes. The read model's checkpoint of a
+partition is the last entry it applied, so ``checkpoint >= target`` means the write is visible.
+
+Waiting never sleeps long: an in-process projector notifies (``Consistency.notify``, wired in by
+``NotifyingReadModel``) and wakes every waiter at once; without one, the checkpoints are polled with a short
+backoff (1 ms doubling to 20 ms), and concurrent waiters share one checkpoint query. After the bound the read
+fails with ``NotCaughtUp`` (HTTP 503 with Retry-After), never with stale data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from events.codec import RawEntry
+from projections.api import (
+    PROJECTION,
+    AuditFilter,
+    AuditPage,
+    BatchOutcome,
+    Checkpoint,
+    DeadLetter,
+    MemoryRecord,
+    MessagePage,
+    Order,
+    ReadModel,
+    SessionPage,
+    SessionRecord,
+    position_key,
+)
+
+from .errors import BadRequest, NotCaughtUp
+
+__all__ = [
+    "Consistency",
+    "NotifyingReadModel",
+    "Positions",
+    "format_positions",
+    "merge_positions",
+    "parse_positions",
+]
+
+Positions = dict[int, str]
+"""partition -> stream entry id (``<ms>-<seq>``)."""
+
+_TOKEN = re.compile(r"^(\d{1,5}):(\d{1,20})-(\d{1,20})$")
+_MIN_POLL_S = 0.001
+_MAX_POLL_S = 0.02
+
+
+def parse_positions(text: str | None) -> Positions:
+    """``"3:1700000000000-0,5:1700000000001-2"`` -> ``{3: "1700000000000-0", 5: "1700000000001-2"}``."""
+    out: Positions = {}
+    if not text:
+        return out
+    for token in text.split(","):
+        token = token.strip()
+        if not token:
+            continue
+        m = _TOKEN.match(token)
+        if m is None:
+            raise BadRequest(
+                f"position {token!r} is not <partition>:<ms>-<seq> (as writes return it)",
+                code="invalid_position",
+            )
+        merge_positions(out, {int(m.group(1)): f"{m.group(2)}-{m.group(3)}"})
+    return out
+
+
+def format_positions(positions: Mapping[int, str]) -> str:
+    return ",".join(f"{p}:{pos}" for p, pos in sorted(positions.items()))
+
+
+def merge_positions(into: Positions, other: Mapping[int, str | None]) -> Positions:
+    """Keep, per partition, the later of the two positions."""
+    for p, pos in other.items():
+        if pos and position_key(pos) > position_key(into.get(p)):
+            into[p] = pos
+    return into
+
+
+class Consistency:
+    """Waits until the read model's checkpoints reach target positions."""
+
+    def __init__(self, read_model: ReadModel, timeout_s: float = 2.0, projection: str = PROJECTION) -> None:
+        self.read_model = read_model
+        self.timeout_s = timeout_s
+        self.projection = projection
+        self._seen: dict[int, tuple[int, int]] = {}
+        self._changed: asyncio.Event | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+
+    def missing(self, target: Mapping[int, str]) -> Positions:
+        """The part of ``target`` the read model is not known to have applied yet."""
+        return {p: pos for p, pos in target.items() if self._seen.get(p, (0, 0)) < position_key(pos)}
+
+    def notify(self, partition: int, position: str | None) -> None:
+        """A projector in this process moved a checkpoint: wake the waiters."""
+        if not position:
+            return
+        key = position_key(position)
+        if key > self._seen.get(partition, (0, 0)):
+            self._seen[partition] = key
+        if self._changed is not None:
+            changed, self._changed = self._changed, None
+            changed.set()
+
+    def lag(self, heads: Mapping[int, str | None]) -> dict[int, int]:
+        """Milliseconds each partition's head is ahead of what was last seen applied (0: caught up)."""
+        out = {}
+        for p, head in heads.items():
+            if head is None:
+                out[p] = 0
+                continue
+            h = position_key(head)
+            seen = self._seen.get(p, (0, 0))
+            out[p] = 0 if seen >= h else max(h[0] - seen[0], 0)
+        return out
+
+    async def refresh(self) -> None:
+        """Read the checkpoints once; concurrent callers share the one query."""
+        if self._refreshing is not None:
+            await asyncio.shield(self._refreshing)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._refreshing = fut
+        try:
+            checkpoints: Mapping[int, Checkpoint] = await self.read_model.checkpoints(self.projection)
+        except asyncio.CancelledError:
+            fut.cancel()
+            raise
+        except Exception as e:
+            fut.set_exception(e)
+            fut.exception()  # retrieved here: this caller raises it, the sharers get it from the future
+            raise
+        finally:
+            self._refreshing = None
+        for p, cp in checkpoints.items():
+            self.notify(p, cp.position)
+        fut.set_result(None)
+
+    async def wait(self, target: Mapping[int, str | None], timeout_s: float | None = None) -> None:
+        """Return once every target position is applied; raise ``NotCaughtUp`` after the bound."""
+        wanted = {p: pos for p, pos in target.items() if pos}
+        if not wanted or not self.missing(wanted):
+            return
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout
+        interval = _MIN_POLL_S
+        while True:
+            await self.refresh()
+            behind = self.missing(wanted)
+            if not behind:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise NotCaughtUp(
+                    f"the read model has not caught up with the log within {timeout:g} s; retry shortly",
+                    retry_after=1,
+                    partitions=sorted(behind),
+                )
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            changed = self._changed
+            try:
+                await asyncio.wait_for(changed.wait(), min(interval, remaining))
+            except TimeoutError:
+                interval = min(interval * 2, _MAX_POLL_S)
+
+
+class NotifyingReadModel:
+    """A read model whose writes tell ``Consistency`` at once: hand this to an in-process projector."""
+
+    def __init__(self, inner: ReadModel, consistency: Consistency) -> None:
+        self.inner = inner
+        self.consistency = consistency
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything beyond the contract (migrate, close, ...) goes to the wrapped model.
+        return getattr(self.inner, name)
+
+    async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
+        return await self.inner.get_session(tenant, session_id)
+
+    async def list_sessions(
+        self, tenant: str, user_id: str, *, limit: int = 50, after: str | None = None
+    ) -> SessionPage:
+        return await self.inner.list_sessions(tenant, user_id, limit=limit, after=after)
+
+    async def get_messages(
+        self,
+        tenant: str,
+        session_id: str,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        order: Order = "asc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> MessagePage:
+        return await self.inner.get_messages(
+            tenant, session_id, limit=limit, offset=offset, order=order, after=after, before=before
+        )
+
+    async def get_memory(
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        merged: bool = False,
+        key: str | None = None,
+    ) -> dict[str, MemoryRecord]:
+        return await self.inner.get_memory(tenant, user_id, session_id=session_id, merged=merged, key=key)
+
+    async def audit(self, flt: AuditFilter, *, limit: int = 100, after: str | None = None) -> AuditPage:
+        return await self.inner.audit(flt, limit=limit, after=after)
+
+    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
+        return await self.inner.checkpoints(projection)
+
+    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
+        return await self.inner.dead_letters(limit=limit, include_retried=include_retried)
+
+    async def apply_batch(
+        self,
+        partition: int,
+        entries: Sequence[RawEntry],
+        *,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> BatchOutcome:
+        outcome = await self.inner.apply_batch(
+            partition, entries, expected=expected, epoch=epoch, projection=projection
+        )
+        if projection == self.consistency.projection:
+            self.consistency.notify(partition, outcome.position)
+        return outcome
+
+    async def dead_letter(
+        self,
+        partition: int,
+        entry: RawEntry,
+        error: str,
+        *,
+        attempts: int,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> str:
+        position = await self.inner.dead_letter(
+            partition, entry, error, attempts=attempts, expected=expected, epoch=epoch, projection=projection
+        )
+        if projection == self.consistency.projection:
+            self.consistency.notify(partition, position)
+        return position

@@ -1,0 +1,582 @@
+"""The HTTP/JSON adapter (Litestar, msgspec native): routes onto the application core, problem+json errors.
+
+Read-your-writes: every write replies with its position, in the body and in the ``X-Session-Position`` header
+(``<partition>:<ms>-<seq>``, comma-separated when a write touched several partitions). Every read waits,
+bounded, until the read model shows what the aggregates it reads had in the log when the read began, plus any
+positions the client passes in the ``X-Session-Position`` header or the ``min_position`` query parameter (same
+format). A read that cannot catch up in time fails with 503, ``code: read_model_behind`` and ``Retry-After``.
+
+Request headers: ``X-Tenant-Id`` (default tenant otherwise), ``X-Actor`` (``kind:id``, kind one of user,
+model, service, admin; defaults to the user concerned), ``X-Correlation-Id`` (generated when absent, echoed
+back, recorded in every event), ``Idempotency-Key`` (on ``POST .../messages``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any, Literal
+
+import msgspec
+from litestar import Litestar, Request, Response, delete, get, post, put
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from events.codec import decode_event
+from events.errors import SessionsError
+from events.schema import Actor
+from projections.api import AuditFilter
+
+from .app import Application
+from .commands import Context
+from .consistency import Positions, format_positions, merge_positions, parse_positions
+from .errors import BadRequest, status_of
+from .settings import ServiceSettings
+from .wire import (
+    POSITION_HEADER,
+    AddMessages,
+    AppendReply,
+    AuditReply,
+    ClearReply,
+    CreateSession,
+    MemoriesReply,
+    MemoryDeleteReply,
+    MemoryPut,
+    MemorySaveReply,
+    MessagesReply,
+    Position,
+    Problem,
+    PublishedAggregate,
+    PublishReply,
+    PublishRequest,
+    SessionDeleteReply,
+    SessionReply,
+    SessionsReply,
+    positions_of,
+    session_reply,
+)
+
+__all__ = ["PROBLEM_JSON", "create_app"]
+
+log = logging.getLogger("service.http")
+
+PROBLEM_JSON = "application/problem+json"
+_ACTOR_KINDS = ("user", "model", "service", "admin")
+
+
+# -- request context ---------------------------------------------------------------------------------------
+
+
+def _context(request: Request[Any, Any, Any], state: State) -> Context:
+    application: Application = state["application"]
+    tenant = request.headers.get("x-tenant-id") or application.settings.default_tenant
+    actor = None
+    if raw := request.headers.get("x-actor"):
+        kind, sep, actor_id = raw.partition(":")
+        if not sep or kind not in _ACTOR_KINDS or not actor_id:
+            raise BadRequest(
+                "X-Actor must be <kind>:<id>, kind one of user, model, service, admin", code="invalid_actor"
+            )
+        actor = Actor(kind=kind, id=actor_id)  # type: ignore[arg-type]
+    return Context(tenant=tenant, actor=actor, correlation_id=request.headers.get("x-correlation-id"))
+
+
+def _positions(request: Request[Any, Any, Any]) -> Positions:
+    at = parse_positions(request.headers.get(POSITION_HEADER.lower()))
+    return merge_positions(at, parse_positions(request.query_params.get("min_position")))
+
+
+def _application(state: State) -> Application:
+    app: Application = state["application"]
+    return app
+
+
+def _written(body: Any, positions: list[Position], status: int = 200, **headers: str) -> Response[Any]:
+    if positions:
+        headers[POSITION_HEADER] = format_positions(
+            merge_positions({}, {p.partition: p.id for p in positions})
+        )
+    return Response(body, status_code=status, headers=headers)
+
+
+# -- sessions ----------------------------------------------------------------------------------------------
+
+
+@post("/v1/sessions", status_code=200, summary="Get or create a session")
+async def create_session(
+    data: CreateSession, application: Application, ctx: Context
+) -> Response[SessionReply]:
+    """Resumes the user's session ``session_id``, creates it under that id when unknown, or creates one with a
+    new id when ``session_id`` is absent. 201 when created, 200 when resumed; another user's id: 403."""
+    write = await application.commands.get_or_create_session(
+        ctx, data.user_id, data.session_id, data.metadata
+    )
+    application.metrics.observe_appends("create_session", [write.result])
+    record = await application.queries.session(
+        ctx, write.session_id, {write.result.partition: write.result.position or ""}
+    )
+    return _written(
+        session_reply(record, write.created), positions_of(write.result), 201 if write.created else 200
+    )
+
+
+@get("/v1/sessions/{session_id:str}", summary="Get a session")
+async def get_session(session_id: str, application: Application, ctx: Context, at: Positions) -> SessionReply:
+    return session_reply(await application.queries.session(ctx, session_id, at))
+
+
+@delete(
+    "/v1/sessions/{session_id:str}", status_code=200, summary="Delete a session and its session-scoped memory"
+)
+async def delete_session(
+    session_id: str, application: Application, ctx: Context
+) -> Response[SessionDeleteReply]:
+    result = await application.commands.delete_session(ctx, session_id)
+    application.metrics.observe_appends("delete_session", [result])
+    pos = positions_of(result)
+    return _written(
+        SessionDeleteReply(session_id=session_id, deleted=result.appended, position=pos[0] if pos else None),
+        pos,
+    )
+
+
+@get("/v1/users/{user_id:str}/sessions", summary="A user's sessions, most recently updated first")
+async def list_sessions(
+    user_id: str,
+    application: Application,
+    ctx: Context,
+    at: Positions,
+    limit: int | None = Parameter(default=None, ge=0, le=1000, description="page size (default 50)"),
+    after: str | None = Parameter(default=None, description="next_cursor of the previous page"),
+) -> SessionsReply:
+    page = await application.queries.sessions_of(ctx, user_id, limit=limit, after=after, at=at)
+    return SessionsReply(sessions=[session_reply(s) for s in page.sessions], next_cursor=page.next_cursor)
+
+
+# -- messages ----------------------------------------------------------------------------------------------
+
+
+@post("/v1/sessions/{session_id:str}/messages", status_code=201, summary="Append messages")
+async def add_messages(
+    session_id: str,
+    data: AddMessages,
+    application: Application,
+    ctx: Context,
+    idempotency_key: str | None = Parameter(
+        header="Idempotency-Key",
+        default=None,
+        description="a retry with the same key returns the first result",
+    ),
+) -> Response[AppendReply]:
+    result = await application.commands.add_messages(
+        ctx,
+        session_id,
+        data.messages,
+        expected_version=data.expected_version,
+        idempotency_key=idempotency_key,
+    )
+    application.metrics.observe_appends("add_messages", [result])
+    pos = positions_of(result)
+    reply = AppendReply(
+        session_id=session_id,
+        version=result.version,
+        message_count=result.message_count,
+        position=pos[0] if pos else None,
+        appended=result.appended,
+        duplicate=result.duplicate,
+        event_ids=result.event_ids,
+    )
+    extra = {"Idempotent-Replayed": "true"} if result.duplicate else {}
+    return _written(reply, pos, 201, **extra)
+
+
+@get("/v1/sessions/{session_id:str}/messages", summary="A page of a session's messages")
+async def get_messages(
+    session_id: str,
+    application: Application,
+    ctx: Context,
+    at: Positions,
+    limit: int | None = Parameter(default=None, ge=0, description="page size; absent or 0: all"),
+    offset: int | None = Parameter(default=None, ge=0, description="skip that many, in the chosen order"),
+    order: Literal["asc", "desc"] = Parameter(
+        default="asc", description="asc: oldest first; desc: latest first"
+    ),
+    after: str | None = Parameter(default=None, description="next_cursor of the previous page"),
+    before: str | None = Parameter(default=None, description="page the other way"),
+) -> MessagesReply:
+    page = await application.queries.messages(
+        ctx, session_id, limit=limit, offset=offset, order=order, after=after, before=before, at=at
+    )
+    return MessagesReply(messages=page.messages, total=page.total, next_cursor=page.next_cursor)
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+
+
+@put(
+    "/v1/users/{user_id:str}/memory/{key:str}", summary="Save a memory (user-scoped, or scoped to a session)"
+)
+async def save_memory(
+    user_id: str, key: str, data: MemoryPut, application: Application, ctx: Context
+) -> Response[MemorySaveReply]:
+    result = await application.commands.save_memory(ctx, user_id, key, data.value, data.session_id)
+    application.metrics.observe_appends("save_memory", [result])
+    pos = positions_of(result)
+    reply = MemorySaveReply(
+        user_id=user_id,
+        key=key,
+        session_id=data.session_id,
+        version=result.version,
+        position=pos[0] if pos else None,
+    )
+    return _written(reply, pos)
+
+
+@get("/v1/users/{user_id:str}/memory", summary="A user's memory")
+async def get_memory(
+    user_id: str,
+    application: Application,
+    ctx: Context,
+    at: Positions,
+    session_id: str | None = Parameter(default=None, description="that session's scope"),
+    merged: bool = Parameter(
+        default=False, description="with session_id: both scopes, the session's value winning"
+    ),
+    key: str | None = Parameter(default=None, description="only this key"),
+) -> MemoriesReply:
+    if merged and session_id is None:
+        raise BadRequest("merged=true needs a session_id", code="merged_needs_session")
+    records = await application.queries.memory(
+        ctx, user_id, session_id=session_id, merged=merged, key=key, at=at
+    )
+    return MemoriesReply(memories={k: r.value for k, r in records.items()})
+
+
+@delete("/v1/users/{user_id:str}/memory/{key:str}", status_code=200, summary="Delete a memory key")
+async def delete_memory(
+    user_id: str,
+    key: str,
+    application: Application,
+    ctx: Context,
+    session_id: str | None = Parameter(default=None, description="the session scope; absent: the user scope"),
+) -> Response[MemoryDeleteReply]:
+    result = await application.commands.delete_memory(ctx, user_id, key, session_id)
+    application.metrics.observe_appends("delete_memory", [result])
+    pos = positions_of(result)
+    return _written(MemoryDeleteReply(deleted=result.removed > 0, position=pos[0] if pos else None), pos)
+
+
+@delete("/v1/users/{user_id:str}/memory", status_code=200, summary="Clear a user's memory in every scope")
+async def clear_memory(user_id: str, application: Application, ctx: Context) -> Response[ClearReply]:
+    cleared = await application.commands.clear_memory(ctx, user_id)
+    application.metrics.observe_appends("clear_memory", cleared.results)
+    pos = positions_of(*cleared.results)
+    return _written(ClearReply(count=cleared.count, positions=pos), pos)
+
+
+# -- events: publish and audit -----------------------------------------------------------------------------
+
+
+@post("/v1/events", status_code=200, summary="Publish a batch of events from another service")
+async def publish_events(
+    data: PublishRequest, application: Application, ctx: Context, request: Request[Any, Any, Any]
+) -> Response[PublishReply]:
+    """One atomic append per aggregate, in the order the aggregates first appear; the log checks every rule.
+    The first refused aggregate stops the batch (the problem says which were appended); retrying the whole
+    batch with the same event ids is safe."""
+    decoded = []
+    strict_tenant = "x-tenant-id" in request.headers
+    for i, raw in enumerate(data.events):
+        event = decode_event(msgspec.json.encode(raw))
+        if strict_tenant and event.tenant != ctx.tenant:
+            raise BadRequest(
+                f"event {i} is for tenant {event.tenant!r}, not {ctx.tenant!r}", code="tenant_mismatch"
+            )
+        decoded.append(event)
+    results = await application.commands.publish(decoded)
+    application.metrics.observe_appends("publish", results)
+    firsts: dict[tuple[str, str], Any] = {}
+    for e in decoded:
+        firsts.setdefault((e.aggregate_kind, e.aggregate_id), e)
+    out = [
+        PublishedAggregate(
+            aggregate_kind=kind,
+            aggregate_id=agg,
+            version=r.version,
+            position=Position(r.partition, r.position) if r.position else None,
+            appended=r.appended,
+            duplicate=r.duplicate,
+            event_ids=r.event_ids,
+        )
+        for (kind, agg), r in zip(firsts, results, strict=True)
+    ]
+    return _written(PublishReply(results=out), positions_of(*results))
+
+
+def _audit_filter(ctx: Context, **kw: Any) -> AuditFilter:
+    return AuditFilter(tenant=ctx.tenant, **kw)
+
+
+@get("/v1/events", summary="The audit trail: archived events with their envelopes, oldest first")
+async def audit_events(
+    application: Application,
+    ctx: Context,
+    at: Positions,
+    type: list[str] | None = Parameter(default=None, description="event types (repeatable)"),  # noqa: B008
+    user_id: str | None = None,
+    session_id: str | None = None,
+    actor_kind: str | None = None,
+    actor_id: str | None = None,
+    since: datetime | None = Parameter(default=None, description="recorded_at >= since (RFC 3339)"),  # noqa: B008
+    until: datetime | None = Parameter(default=None, description="recorded_at < until (RFC 3339)"),  # noqa: B008
+    limit: int | None = Parameter(default=None, ge=0, le=1000, description="page size (default 100)"),
+    after: str | None = None,
+) -> AuditReply:
+    flt = _audit_filter(
+        ctx,
+        session_id=session_id,
+        user_id=user_id,
+        types=type,
+        since=since,
+        until=until,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+    )
+    page = await application.queries.audit(ctx, flt, limit=limit, after=after, at=at)
+    return AuditReply(events=page.events, next_cursor=page.next_cursor)
+
+
+@get("/v1/sessions/{session_id:str}/events", summary="The audit trail of one session")
+async def session_events(
+    session_id: str,
+    application: Application,
+    ctx: Context,
+    at: Positions,
+    type: list[str] | None = Parameter(default=None, description="event types (repeatable)"),  # noqa: B008
+    actor_kind: str | None = None,
+    actor_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = Parameter(default=None, ge=0, le=1000),
+    after: str | None = None,
+) -> AuditReply:
+    flt = _audit_filter(
+        ctx,
+        session_id=session_id,
+        types=type,
+        since=since,
+        until=until,
+        actor_kind=actor_kind,
+        actor_id=actor_id,
+    )
+    page = await application.queries.audit(ctx, flt, limit=limit, after=after, at=at)
+    return AuditReply(events=page.events, next_cursor=page.next_cursor)
+
+
+# -- operations --------------------------------------------------------------------------------------------
+
+
+@get("/healthz", summary="Liveness", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get(
+    "/readyz",
+    summary="Readiness: the log and the read model reachable, migrations applied",
+    include_in_schema=False,
+)
+async def readyz(application: Application) -> dict[str, Any]:
+    return {"status": "ready", "checks": await application.readiness()}
+
+
+@get("/metrics", include_in_schema=False)
+async def metrics(application: Application) -> Response[bytes]:
+    from .metrics import CONTENT_TYPE_LATEST
+
+    await application.refresh_metrics()
+    return Response(application.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@get("/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return request.app.openapi_schema.to_schema()
+
+
+# -- errors ------------------------------------------------------------------------------------------------
+
+
+def problem(
+    status: int, code: str, detail: str, extra: dict[str, Any] | None = None, **headers: str
+) -> Response[Any]:
+    body = Problem(
+        type=f"urn:sessions:problem:{code}",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        code=code,
+        detail=detail,
+        extra=extra or {},
+    ).to_body()
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return msgspec.json.decode(msgspec.json.encode(details))  # type: ignore[no-any-return]
+    except (TypeError, msgspec.EncodeError):
+        return {}
+
+
+def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> Response[Any]:
+    status = status_of(exc)
+    headers = {}
+    if status == 503:
+        headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
+        if exc.code == "read_model_behind":
+            request.app.state["application"].metrics.read_timeouts.inc()
+    if status == 500:
+        log.error("configuration error on %s %s: %s", request.method, request.url.path, exc.message)
+    return problem(status, exc.code, exc.message, _jsonable(exc.details), **headers)
+
+
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    messages = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            where = item.get("key") or item.get("source") or ""
+            messages.append(f"{where}: {item.get('message', '')}".strip(": "))
+    detail = "; ".join(m for m in messages if m) or str(exc.detail)
+    return problem(400, "invalid_request", detail, {"errors": _jsonable({"e": exc.extra}).get("e") or []})
+
+
+_HTTP_CODES = {
+    404: "route_not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "invalid_request" if 400 <= status < 500 else "internal_error")
+    return problem(status, code, str(exc.detail))
+
+
+def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    ref = uuid.uuid4().hex[:12]
+    log.exception("internal error %s on %s %s", ref, request.method, request.url.path)
+    return problem(500, "internal_error", f"an internal error occurred (reference {ref}); it was logged")
+
+
+# -- middleware: correlation id and metrics ----------------------------------------------------------------
+
+
+def _observe(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        headers = list(scope.get("headers", []))
+        corr = next((v for k, v in headers if k == b"x-correlation-id"), None)
+        if corr is None:
+            corr = uuid.uuid4().hex.encode()
+            headers.append((b"x-correlation-id", corr))
+            scope["headers"] = headers
+        status = 500
+        start = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", corr)]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            application: Application | None = scope["app"].state.get("application")
+            if application is not None:
+                route = scope.get("path_template") or "unmatched"
+                application.metrics.observe_request(
+                    scope["method"], route, status, time.perf_counter() - start
+                )
+
+    return middleware
+
+
+# -- the app -----------------------------------------------------------------------------------------------
+
+
+def create_app(application: Application | None = None, settings: ServiceSettings | None = None) -> Litestar:
+    """The Litestar app over ``application``; with none, the app opens one from ``settings`` (or the
+    environment) when it starts and closes it when it stops."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if application is not None:
+            app.state["application"] = application
+            yield
+            return
+        opened = await Application.open(settings or ServiceSettings.from_env())
+        log.info("sessions: %s", opened.mode)
+        app.state["application"] = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+
+    state = State({"application": application} if application is not None else {})
+    return Litestar(
+        route_handlers=[
+            create_session,
+            get_session,
+            delete_session,
+            list_sessions,
+            add_messages,
+            get_messages,
+            save_memory,
+            get_memory,
+            delete_memory,
+            clear_memory,
+            publish_events,
+            audit_events,
+            session_events,
+            healthz,
+            readyz,
+            metrics,
+            openapi_json,
+        ],
+        dependencies={
+            "application": Provide(_application, sync_to_thread=False),
+            "ctx": Provide(_context, sync_to_thread=False),
+            "at": Provide(_positions, sync_to_thread=False),
+        },
+        exception_handlers={
+            SessionsError: _on_sessions_error,
+            ValidationException: _on_validation,
+            HTTPException: _on_http,
+            Exception: _on_internal,
+        },
+        middleware=[_observe],
+        lifespan=[lifespan],
+        state=state,
+        openapi_config=OpenAPIConfig(
+            title="Sessions",
+            version="0.1.0",
+            description=__doc__,
+            path="/schema",
+        ),
+        debug=False,
+    )

@@ -1,0 +1,164 @@
+"""Queries: read the read model, after waiting (bounded) until it shows what the log had when the read began.
+
+Which position a read waits for:
+
+* one aggregate (a session, its messages, its events; a user's memory): that aggregate's latest position in
+  the log (``EventLog.aggregate``), so every write that finished before the read began is seen;
+* reads across aggregates (a user's sessions, the audit trail by user or for everything): every partition's
+  head (``EventLog.heads``);
+* plus any positions the caller passes (``at``), e.g. from its writes to other aggregates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events.errors import NotFound, PermissionDenied, SessionDeleted
+from events.log import AggregateState, EventLog
+from projections.api import (
+    AuditFilter,
+    AuditPage,
+    MemoryRecord,
+    MessagePage,
+    Order,
+    ReadModel,
+    SessionPage,
+    SessionRecord,
+)
+
+from .commands import Context
+from .consistency import Consistency, Positions, merge_positions
+
+__all__ = ["MAX_PAGE", "Queries"]
+
+MAX_PAGE = 1000
+
+
+def _page_limit(limit: int | None, default: int) -> int:
+    if limit is None or limit == 0:
+        return default
+    return min(limit, MAX_PAGE)
+
+
+class Queries:
+    def __init__(self, log: EventLog, read_model: ReadModel, consistency: Consistency) -> None:
+        self.log = log
+        self.read_model = read_model
+        self.consistency = consistency
+
+    async def _wait(self, at: Positions | None, *states: AggregateState) -> None:
+        target: Positions = dict(at or {})
+        for st in states:
+            merge_positions(target, {st.partition: st.position})
+        await self.consistency.wait(target)
+
+    async def _wait_heads(self, at: Positions | None) -> None:
+        target: Positions = dict(at or {})
+        merge_positions(target, await self.log.heads())
+        await self.consistency.wait(target)
+
+    async def _session_state(self, ctx: Context, session_id: str) -> AggregateState:
+        st = await self.log.aggregate(ctx.tenant, "session", session_id)
+        if st.deleted:
+            raise SessionDeleted(f"session {session_id} was deleted", code="session_deleted")
+        return st
+
+    async def session(self, ctx: Context, session_id: str, at: Positions | None = None) -> SessionRecord:
+        st = await self._session_state(ctx, session_id)
+        await self._wait(at, st)
+        record = await self.read_model.get_session(ctx.tenant, session_id)
+        if record is None:
+            raise NotFound(f"session {session_id} does not exist", code="session_not_found")
+        if record.deleted:
+            raise SessionDeleted(f"session {session_id} was deleted", code="session_deleted")
+        return record
+
+    async def messages(
+        self,
+        ctx: Context,
+        session_id: str,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        order: Order = "asc",
+        after: str | None = None,
+        before: str | None = None,
+        at: Positions | None = None,
+    ) -> MessagePage:
+        st = await self._session_state(ctx, session_id)
+        await self._wait(at, st)
+        if not st.exists:
+            # The log knows every session; ask the read model only to tell "never" from a lost log.
+            await self.session(ctx, session_id)
+        return await self.read_model.get_messages(
+            ctx.tenant,
+            session_id,
+            limit=limit or None,
+            offset=offset,
+            order=order,
+            after=after,
+            before=before,
+        )
+
+    async def sessions_of(
+        self,
+        ctx: Context,
+        user_id: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        at: Positions | None = None,
+    ) -> SessionPage:
+        await self._wait_heads(at)
+        return await self.read_model.list_sessions(
+            ctx.tenant, user_id, limit=_page_limit(limit, 50), after=after
+        )
+
+    async def memory(
+        self,
+        ctx: Context,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        merged: bool = False,
+        key: str | None = None,
+        at: Positions | None = None,
+    ) -> dict[str, MemoryRecord]:
+        states = (
+            [await self.log.aggregate(ctx.tenant, "memory", user_id)] if session_id is None or merged else []
+        )
+        if session_id is not None:
+            st = await self._session_state(ctx, session_id)
+            if not st.exists:
+                raise NotFound(f"session {session_id} does not exist", code="session_not_found")
+            if st.user_id != user_id:
+                raise PermissionDenied(
+                    f"session {session_id} does not belong to user {user_id}", code="memory_session_not_owned"
+                )
+            states.append(st)
+        await self._wait(at, *states)
+        return await self.read_model.get_memory(
+            ctx.tenant, user_id, session_id=session_id, merged=merged, key=key
+        )
+
+    async def audit(
+        self,
+        ctx: Context,
+        flt: AuditFilter,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        at: Positions | None = None,
+    ) -> AuditPage:
+        if flt.session_id is not None and flt.user_id is None:
+            st = await self.log.aggregate(ctx.tenant, "session", flt.session_id)
+            if not st.exists:
+                raise NotFound(f"session {flt.session_id} does not exist", code="session_not_found")
+            await self._wait(at, st)
+        else:
+            await self._wait_heads(at)
+        return await self.read_model.audit(flt, limit=_page_limit(limit, 100), after=after)
+
+    async def positions(self, ctx: Context, kind: str, aggregate_id: str) -> dict[str, Any]:
+        st = await self.log.aggregate(ctx.tenant, kind, aggregate_id)
+        return {"partition": st.partition, "position": st.position, "version": st.version}

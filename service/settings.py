@@ -1,0 +1,109 @@
+"""Settings of the service: a frozen dataclass with defaults; ``from_env()`` reads the environment once.
+
+Every environment variable the service reads is named here (the log's own are in ``events.settings``):
+
+============================  ==============  ===============================================================
+``SESSION_STORAGE``           ``memory``      ``memory``: in-memory read model; ``postgres``: PostgreSQL
+``DB_CONNECTION_STRING``      (none)          PostgreSQL DSN, required with ``SESSION_STORAGE=postgres``
+``REDIS_URL``                 (none)          the log's Redis; absent: an in-process fakeredis (embedded)
+``SESSIONS_HTTP_HOST``        ``127.0.0.1``   address the HTTP API binds to
+``SESSIONS_HTTP_PORT``        ``8052``        port of the HTTP API
+``SESSIONS_PORT``             ``50052``       port of the gRPC API (started beside HTTP by ``sessions serve``)
+``SESSIONS_READ_TIMEOUT_S``   ``2``           how long a read waits for the read model to reach its position
+``SESSIONS_PROJECTOR``        ``1``           ``0``: do not run a projector in the API process
+``SESSIONS_DEFAULT_TENANT``   ``default``     tenant of requests without an ``X-Tenant-Id`` header
+``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
+============================  ==============  ===============================================================
+
+Plus the log's: ``SESSIONS_PARTITIONS``, ``SESSIONS_REDIS_PREFIX``, ``SESSIONS_DEDUP_WINDOW_S`` and the
+``SESSIONS_MAX_*`` limits (``events/settings.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from events.settings import LogSettings
+
+from .errors import ConfigurationError
+
+__all__ = ["ENV", "ServiceSettings"]
+
+Storage = Literal["memory", "postgres"]
+
+ENV = {
+    "storage": "SESSION_STORAGE",
+    "db_connection_string": "DB_CONNECTION_STRING",
+    "redis_url": "REDIS_URL",
+    "http_host": "SESSIONS_HTTP_HOST",
+    "http_port": "SESSIONS_HTTP_PORT",
+    "grpc_port": "SESSIONS_PORT",
+    "read_timeout_s": "SESSIONS_READ_TIMEOUT_S",
+    "projector": "SESSIONS_PROJECTOR",
+    "default_tenant": "SESSIONS_DEFAULT_TENANT",
+    "log_level": "SESSIONS_LOG_LEVEL",
+}
+
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    storage: Storage = "memory"
+    db_connection_string: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8052
+    grpc_port: int = 50052
+    read_timeout_s: float = 2.0
+    projector: bool = True
+    default_tenant: str = "default"
+    log_level: str = "info"
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        if self.storage not in ("memory", "postgres"):
+            raise ConfigurationError(
+                f"SESSION_STORAGE must be 'memory' or 'postgres', not {self.storage!r}",
+                code="invalid_setting",
+            )
+        if self.storage == "postgres" and not self.db_connection_string:
+            raise ConfigurationError(
+                "SESSION_STORAGE=postgres needs DB_CONNECTION_STRING", code="missing_db_connection_string"
+            )
+        if self.read_timeout_s <= 0:
+            raise ConfigurationError("SESSIONS_READ_TIMEOUT_S must be positive", code="invalid_setting")
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.log.redis_url
+
+    @property
+    def embedded(self) -> bool:
+        """Nothing outside the process: fakeredis and the in-memory read model."""
+        return self.storage == "memory" and not self.log.redis_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            return env.get(ENV[name]) or None
+
+        try:
+            return cls(
+                storage=(get("storage") or "memory").lower(),  # type: ignore[arg-type]
+                db_connection_string=get("db_connection_string"),
+                http_host=get("http_host") or "127.0.0.1",
+                http_port=int(get("http_port") or 8052),
+                grpc_port=int(get("grpc_port") or 50052),
+                read_timeout_s=float(get("read_timeout_s") or 2.0),
+                projector=(get("projector") or "1").lower() not in _FALSE,
+                default_tenant=get("default_tenant") or "default",
+                log_level=(get("log_level") or "info").lower(),
+                log=LogSettings.from_env(env),
+            )
+        except ValueError as e:
+            raise ConfigurationError(f"a setting is not a valid number: {e}", code="invalid_setting") from e
