@@ -32,19 +32,33 @@ from events.schema import (
 def turn(sid: str, n: int, rng: random.Random) -> MessagesAdded:
     """One conversation turn: a user message and the assistant's answer, sometimes through a tool call."""
     now = int(time.time() * 1000)
-    user = Message(role="user", content="Can you check the weather in Lisbon for Saturday? " * 2, timestamp=now)
+    user = Message(
+        role="user", content="Can you check the weather in Lisbon for Saturday? " * 2, timestamp=now
+    )
     if rng.random() < 0.3:
         cid = f"call_{n}"
         messages = [
             user,
-            Message(role="assistant", timestamp=now, tool_calls=[
-                ToolCall(id=cid, function=FunctionCall(name="get_weather", arguments='{"city": "Lisbon"}'))]),
+            Message(
+                role="assistant",
+                timestamp=now,
+                tool_calls=[
+                    ToolCall(
+                        id=cid, function=FunctionCall(name="get_weather", arguments='{"city": "Lisbon"}')
+                    )
+                ],
+            ),
             Message(role="tool", content='{"temp_c": 21, "sky": "clear"}', tool_call_id=cid, timestamp=now),
             Message(role="assistant", content="Saturday in Lisbon: 21 °C and clear skies.", timestamp=now),
         ]
     else:
-        messages = [user, Message(role="assistant", content="It will be sunny, around 21 °C." * 3, timestamp=now)]
-    return MessagesAdded(aggregate_kind="session", aggregate_id=sid, payload=MessagesAddedPayload(messages=messages))
+        messages = [
+            user,
+            Message(role="assistant", content="It will be sunny, around 21 °C." * 3, timestamp=now),
+        ]
+    return MessagesAdded(
+        aggregate_kind="session", aggregate_id=sid, payload=MessagesAddedPayload(messages=messages)
+    )
 
 
 async def run(url: str, count: int, batch: int, sessions: int) -> None:
@@ -56,8 +70,15 @@ async def run(url: str, count: int, batch: int, sessions: int) -> None:
         await log.setup()
         sids = [f"bench-session-{i}" for i in range(sessions)]
         for sid in sids:
-            await log.append([SessionCreated(aggregate_kind="session", aggregate_id=sid,
-                                             payload=SessionCreatedPayload(user_id="bench-user"))])
+            await log.append(
+                [
+                    SessionCreated(
+                        aggregate_kind="session",
+                        aggregate_id=sid,
+                        payload=SessionCreatedPayload(user_id="bench-user"),
+                    )
+                ]
+            )
         turns = [turn(sids[i % sessions], i, rng) for i in range(count)]
         payloads = [encode_event(t) for t in turns]
         messages = sum(len(t.payload.messages) for t in turns)
@@ -75,7 +96,9 @@ async def run(url: str, count: int, batch: int, sessions: int) -> None:
 
         t0 = time.perf_counter()
         for i, data in enumerate(payloads[:half]):
-            await client.xadd(raw_key, {"type": "session.messages_added.v1", "version": str(i), "event": data})
+            await client.xadd(
+                raw_key, {"type": "session.messages_added.v1", "version": str(i), "event": data}
+            )
         raw_single = half / (time.perf_counter() - t0)
 
         rest = turns[half:]
@@ -89,17 +112,26 @@ async def run(url: str, count: int, batch: int, sessions: int) -> None:
         for i in range(half, count, batch):
             async with client.pipeline(transaction=False) as pipe:
                 for j, data in enumerate(payloads[i : i + batch]):
-                    pipe.xadd(raw_key, {"type": "session.messages_added.v1", "version": str(j), "event": data})
+                    pipe.xadd(
+                        raw_key, {"type": "session.messages_added.v1", "version": str(j), "event": data}
+                    )
                 await pipe.execute()
         raw_batched = (count - half) / (time.perf_counter() - t0)
 
         avg_bytes = sum(map(len, payloads)) / len(payloads)
-        print(f"append benchmark: {count} turns ({messages} messages, {avg_bytes:.0f} B per event), "
-              f"{sessions} sessions, 16 partitions, Redis at {url}")
+        print(
+            f"append benchmark: {count} turns ({messages} messages, {avg_bytes:.0f} B per event), "
+            f"{sessions} sessions, 16 partitions, Redis at {url}"
+        )
         print(f"{'':24}{'appends/s':>12}{'raw XADD/s':>12}{'ratio':>8}")
         print(f"{'single client, 1 RTT':24}{single:>12,.0f}{raw_single:>12,.0f}{single / raw_single:>8.0%}")
-        print(f"{f'pipelined x{batch}':24}{batched:>12,.0f}{raw_batched:>12,.0f}{batched / raw_batched:>8.0%}")
-        print(f"messages/s: single {single * messages / count:,.0f}, pipelined {batched * messages / count:,.0f}")
+        print(
+            f"{f'pipelined x{batch}':24}{batched:>12,.0f}{raw_batched:>12,.0f}{batched / raw_batched:>8.0%}"
+        )
+        print(
+            f"messages/s: single {single * messages / count:,.0f}, "
+            f"pipelined {batched * messages / count:,.0f}"
+        )
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
         for i in range(0, len(keys), 500):
@@ -110,7 +142,9 @@ async def run(url: str, count: int, batch: int, sessions: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench append", description=__doc__)
     parser.add_argument("--url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--count", type=int, default=20_000, help="turns appended in all (half single, half batched)")
+    parser.add_argument(
+        "--count", type=int, default=20_000, help="turns appended in all (half single, half batched)"
+    )
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--sessions", type=int, default=200)
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 # Old event type tag -> function turning its JSON object into the JSON object of the newer type. The only
 # place where old versions are known; handlers see the latest types only. None yet: every type is v1.
@@ -56,9 +56,12 @@ def decode_event(data: bytes | str, type_tag: str | None = None) -> AnyEvent:
             obj = msgspec.json.decode(data)
             while isinstance(obj, dict) and obj.get("type") in UPCASTERS:
                 obj = UPCASTERS[obj["type"]](obj)
-            return msgspec.convert(obj, AnyEvent)  # type: ignore[arg-type]
+            event: AnyEvent = msgspec.convert(obj, AnyEvent)
+            return event
         if type_tag is not None and type_tag not in EVENT_TYPES:
-            raise UndecodableEvent(f"unknown event type {type_tag!r}", code="unknown_event_type", type=type_tag)
+            raise UndecodableEvent(
+                f"unknown event type {type_tag!r}", code="unknown_event_type", type=type_tag
+            )
         return _decoder.decode(data)
     except msgspec.ValidationError as e:
         raise UndecodableEvent(f"the event does not match its schema: {e}") from e

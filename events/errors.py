@@ -1,7 +1,8 @@
 """Errors of the event log.
 
 Every refusal carries a stable ``code`` (snake_case, part of the public contract: HTTP and gRPC map it to a
-status) and a message a person understands. Driver errors are converted at the boundary (``raise ... from e``).
+status) and a message a person understands. Driver errors are converted at the boundary
+(``raise ... from e``).
 
     SessionsError                      base of every error this project raises on purpose
     ├── InvalidEvent                   the input breaks a rule: bad shape, size limit, unknown tool call, ...
@@ -30,8 +31,8 @@ __all__ = [
     "PermissionDenied",
     "SessionDeleted",
     "SessionsError",
-    "UndecodableEvent",
     "Unavailable",
+    "UndecodableEvent",
     "error_from_code",
 ]
 

@@ -21,12 +21,13 @@ __all__ = ["generate", "schema"]
 
 
 def schema() -> dict[str, Any]:
-    out: dict[str, Any] = msgspec.json.schema(AnyEvent)  # type: ignore[arg-type]
+    out: dict[str, Any] = msgspec.json.schema(AnyEvent)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Session service events",
         "description": (
-            "One JSON object per event, tagged by `type`. `version` and `recorded_at` are assigned by the log "
+            "One JSON object per event, tagged by `type`. `version` and `recorded_at` are assigned by the "
+            "log "
             "and must be left out when publishing. See docs/events.md."
         ),
         **out,

@@ -14,8 +14,7 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .codec import RawEntry, encode_event
@@ -92,7 +91,9 @@ def plan_append(
     tenant, kind, agg_id = first.tenant, first.aggregate_kind, first.aggregate_id
     for e in events[1:]:
         if (e.tenant, e.aggregate_kind, e.aggregate_id) != (tenant, kind, agg_id):
-            raise InvalidEvent("all events of one append must belong to one aggregate", code="mixed_aggregates")
+            raise InvalidEvent(
+                "all events of one append must belong to one aggregate", code="mixed_aggregates"
+            )
     p = partition_of(tenant, kind, agg_id, partitions)
     script_keys = [
         keys.config(p),
@@ -210,7 +211,8 @@ class EventLog:
     async def setup(self) -> None:
         """Write the limits each partition's script reads. Refuses a partition count that differs."""
         try:
-            _check_partitions(await self.redis.hget(self.keys.config(0), "partitions"), self.settings)
+            found: Any = await self.redis.hget(self.keys.config(0), "partitions")
+            _check_partitions(found, self.settings)
             mapping = _config_mapping(self.settings)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for p in range(self.partitions):
@@ -236,9 +238,7 @@ class EventLog:
             raise Unavailable(f"cannot reach Redis: {e}") from e
         return parse_reply(reply)
 
-    async def append_batch(
-        self, appends: Sequence[Sequence[Event]]
-    ) -> list[AppendResult | SessionsError]:
+    async def append_batch(self, appends: Sequence[Sequence[Event]]) -> list[AppendResult | SessionsError]:
         """Several independent appends (each to one aggregate, each atomic) in one pipelined round trip.
 
         Results come back in order; a refused append yields its error in place and does not stop the rest.
@@ -270,7 +270,7 @@ class EventLog:
     async def read(
         self, partition: int, after: str = START, count: int = 1000, block_ms: int | None = None
     ) -> list[RawEntry]:
-        """Entries of one partition after ``after``, in order; waits up to ``block_ms`` when there are none."""
+        """Entries of one partition after ``after``, in order; waits up to ``block_ms`` when none."""
         return (await self.read_many({partition: after}, count, block_ms)).get(partition, [])
 
     async def read_many(
@@ -283,7 +283,7 @@ class EventLog:
         streams = {self.keys.log(p): after for p, after in positions.items()}
         by_key = {self.keys.log(p): p for p in positions}
         try:
-            reply = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+            reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise Unavailable(f"cannot reach Redis: {e}") from e
         out: dict[int, list[RawEntry]] = {}
@@ -310,7 +310,8 @@ class EventLog:
         """The log's current state of one aggregate (version, latest position, owner for a session)."""
         p = partition_of(tenant, kind, aggregate_id, self.partitions)
         try:
-            values = await self.redis.hmget(self.keys.aggregate(p, tenant, kind, aggregate_id), _STATE_FIELDS)
+            key = self.keys.aggregate(p, tenant, kind, aggregate_id)
+            values: Any = await self.redis.hmget(key, _STATE_FIELDS)
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise Unavailable(f"cannot reach Redis: {e}") from e
         return _state(p, values)
@@ -318,7 +319,7 @@ class EventLog:
     async def scoped_sessions(self, tenant: str, user_id: str) -> list[str]:
         """Sessions where the user may hold session-scoped memory (a superset: stale entries are harmless)."""
         p = partition_of(tenant, "memory", user_id, self.partitions)
-        members = await self.redis.smembers(self.keys.scoped_sessions(p, tenant, user_id))
+        members: Any = await self.redis.smembers(self.keys.scoped_sessions(p, tenant, user_id))
         return sorted(m.decode() for m in members)
 
     async def close(self) -> None:

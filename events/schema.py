@@ -103,7 +103,7 @@ class ToolCall(Struct, frozen=True, kw_only=True):
 
 
 class Message(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One conversation message. ``content`` is ciphertext (base64) when the envelope names an encryption key."""
+    """One conversation message. ``content`` is ciphertext (base64) when the envelope names a key."""
 
     role: Role
     content: str | None = None
@@ -197,7 +197,9 @@ class MemoryCleared(Event, frozen=True, kw_only=True, tag="memory.cleared.v1"):
     payload: MemoryClearedPayload
 
 
-AnyEvent: TypeAlias = SessionCreated | MessagesAdded | SessionDeleted | MemorySaved | MemoryDeleted | MemoryCleared
+AnyEvent: TypeAlias = (
+    SessionCreated | MessagesAdded | SessionDeleted | MemorySaved | MemoryDeleted | MemoryCleared
+)
 
 EVENT_TYPES: dict[str, type[Event]] = {
     str(cls.__struct_config__.tag): cls

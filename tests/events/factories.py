@@ -52,7 +52,9 @@ def deleted(sid: str, tenant: str = "default") -> SessionDeletedEvent:
     return SessionDeletedEvent(aggregate_kind="session", aggregate_id=sid, tenant=tenant)
 
 
-def saved(user: str, key: str, value: Any, session: str | None = None, tenant: str = "default") -> MemorySaved:
+def saved(
+    user: str, key: str, value: Any, session: str | None = None, tenant: str = "default"
+) -> MemorySaved:
     return MemorySaved(
         aggregate_kind="session" if session else "memory",
         aggregate_id=session or user,

@@ -106,8 +106,15 @@ async def test_tool_results_must_answer_an_earlier_call(event_log: EventLog) -> 
         await event_log.append([added("s1", msg("tool", "42", tool_call_id="nope"))])
     assert err.value.code == "unknown_tool_call" and err.value.details["tool_call_id"] == "nope"
     # A call and its answer in one batch are fine; so is an answer in a later append.
-    await event_log.append([added("s1", msg("assistant", None, tool_calls=[call("c1"), call("c2")]),
-                                  msg("tool", "r1", tool_call_id="c1"))])
+    await event_log.append(
+        [
+            added(
+                "s1",
+                msg("assistant", None, tool_calls=[call("c1"), call("c2")]),
+                msg("tool", "r1", tool_call_id="c1"),
+            )
+        ]
+    )
     await event_log.append([added("s1", msg("tool", "r2", tool_call_id="c2"))])
     with pytest.raises(InvalidEvent) as err:
         await event_log.append([added("s1", msg("tool", "again", tool_call_id="c1"))])
@@ -147,8 +154,12 @@ async def test_malformed_messages_are_refused(event_log: EventLog, message: obje
 async def test_a_refused_batch_writes_nothing(event_log: EventLog) -> None:
     r = await event_log.append([created("s1", "alice")])
     before = await stream_len(event_log, r.partition)
-    batch = added("s1", msg("assistant", None, tool_calls=[call("c1")]), msg("user", "ok"),
-                  msg("tool", "bad", tool_call_id="zzz"))
+    batch = added(
+        "s1",
+        msg("assistant", None, tool_calls=[call("c1")]),
+        msg("user", "ok"),
+        msg("tool", "bad", tool_call_id="zzz"),
+    )
     with pytest.raises(InvalidEvent):
         await event_log.append([batch])
     assert await stream_len(event_log, r.partition) == before
@@ -162,8 +173,15 @@ async def test_a_refused_batch_writes_nothing(event_log: EventLog) -> None:
 
 
 async def test_limits_are_enforced_by_the_script(redis_client, key_prefix: str) -> None:  # type: ignore[no-untyped-def]
-    limits = Limits(max_content_bytes=10, max_messages=2, max_key_length=5, max_value_bytes=20,
-                    max_metadata_bytes=30, max_memory_keys=2, max_tool_calls=1)
+    limits = Limits(
+        max_content_bytes=10,
+        max_messages=2,
+        max_key_length=5,
+        max_value_bytes=20,
+        max_metadata_bytes=30,
+        max_memory_keys=2,
+        max_tool_calls=1,
+    )
     log = EventLog(redis_client, LogSettings(prefix=key_prefix, partitions=4, limits=limits))
     await log.setup()
     await log.append([created("s1", "alice")])
@@ -276,8 +294,9 @@ async def test_fifty_concurrent_writers_one_winner_per_version(event_log: EventL
         for attempt in range(200):
             state = await event_log.aggregate("default", "session", "s1")
             try:
-                r = await event_log.append([added("s1", msg("user", f"w{n}.{attempt}"))],
-                                           expected_version=state.version)
+                r = await event_log.append(
+                    [added("s1", msg("user", f"w{n}.{attempt}"))], expected_version=state.version
+                )
             except Conflict as e:
                 assert e.details["current_version"] > state.version
                 conflicts += 1
@@ -331,10 +350,13 @@ async def test_the_script_checks_partition_keys_and_json(event_log: EventLog) ->
     script = event_log._script
     wrong_p = (plan.partition + 1) % event_log.partitions
     k = event_log.keys
-    moved = [k.config(wrong_p), k.log(wrong_p), k.aggregate(wrong_p, "default", "session", "s1"),
-             k.tool_calls(wrong_p, "default", "session", "s1"),
-             k.memory_keys(wrong_p, "default", "session", "s1")] + [
-        k.idempotency(wrong_p, "default", key.rsplit(":", 1)[1]) for key in plan.keys[5:]]
+    moved = [
+        k.config(wrong_p),
+        k.log(wrong_p),
+        k.aggregate(wrong_p, "default", "session", "s1"),
+        k.tool_calls(wrong_p, "default", "session", "s1"),
+        k.memory_keys(wrong_p, "default", "session", "s1"),
+    ] + [k.idempotency(wrong_p, "default", key.rsplit(":", 1)[1]) for key in plan.keys[5:]]
 
     async def code_of(keys: list[str], args: list[bytes | str]) -> str:
         from redis.exceptions import ResponseError
@@ -352,7 +374,9 @@ async def test_the_script_checks_partition_keys_and_json(event_log: EventLog) ->
 
 
 async def test_all_keys_of_one_append_share_one_cluster_slot(event_log: EventLog) -> None:
-    events = [added(f"s{i}", msg("user", "x")) for i in range(50)] + [saved(f"u{i}", "k", 1) for i in range(50)]
+    events = [added(f"s{i}", msg("user", "x")) for i in range(50)] + [
+        saved(f"u{i}", "k", 1) for i in range(50)
+    ]
     events.append(saved("u1", "k", 1, session="s1"))
     for e in events:
         plan = plan_append(event_log.keys, event_log.partitions, [e])
@@ -377,8 +401,12 @@ async def test_an_unset_log_says_so(redis_client, key_prefix: str) -> None:  # t
 async def test_append_batch_pipelines_independent_appends(event_log: EventLog) -> None:
     await event_log.redis.script_flush()  # the pipeline must load the script itself
     results = await event_log.append_batch(
-        [[created("s1", "alice")], [added("ghost", msg("user", "x"))], [created("s2", "bob")],
-         [saved("alice", "k", 1)]]
+        [
+            [created("s1", "alice")],
+            [added("ghost", msg("user", "x"))],
+            [created("s2", "bob")],
+            [saved("alice", "k", 1)],
+        ]
     )
     assert [type(r).__name__ for r in results] == ["AppendResult", "NotFound", "AppendResult", "AppendResult"]
     assert isinstance(results[1], NotFound) and results[1].code == "session_not_found"

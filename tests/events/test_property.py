@@ -64,8 +64,10 @@ class Model:
             sid = cmd[1]
             s = self.sessions.get(sid)
             if s is None:
-                return ("error", "memory_session_not_found" if op in ("ssave", "sdel", "sclear")
-                        else "session_not_found")
+                return (
+                    "error",
+                    "memory_session_not_found" if op in ("ssave", "sdel", "sclear") else "session_not_found",
+                )
             if s.deleted:
                 return ("error", "session_deleted")
             if op == "add":
@@ -101,8 +103,9 @@ class Model:
         s.version = self._record("session", sid, "session.messages_added.v1")
         return ("ok", True, s.version, 0)
 
-    def _memory(self, op: str, kind: str, agg: str, keys: set[str], key: str | None,
-                s: Session | None) -> tuple[Any, ...]:
+    def _memory(
+        self, op: str, kind: str, agg: str, keys: set[str], key: str | None, s: Session | None
+    ) -> tuple[Any, ...]:
         def version() -> int:
             return s.version if s else self.user_versions.get(agg, 0)
 
@@ -199,7 +202,9 @@ async def check(client: Any, commands: list[tuple[Any, ...]]) -> None:
         for p in range(log.partitions):
             for entry in await log.read(p, count=10_000):
                 event = decode_entry(entry)
-                seen.setdefault((event.aggregate_kind, event.aggregate_id), []).append((event.version, entry.type))
+                seen.setdefault((event.aggregate_kind, event.aggregate_id), []).append(
+                    (event.version, entry.type)
+                )
         assert {k: [t for _, t in v] for k, v in seen.items()} == model.log
         for events in seen.values():
             assert [v for v, _ in events] == list(range(1, len(events) + 1))
@@ -209,8 +214,11 @@ async def check(client: Any, commands: list[tuple[Any, ...]]) -> None:
 
 @pytest.mark.parametrize("backend", ["fakeredis", "redis"])
 def test_random_command_sequences_match_the_model(backend: str) -> None:
-    @settings(max_examples=200 if backend == "fakeredis" else 80, deadline=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=200 if backend == "fakeredis" else 80,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(st.lists(command, min_size=3, max_size=60))
     def run(commands: list[tuple[Any, ...]]) -> None:
         async def go() -> None:

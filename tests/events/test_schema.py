@@ -36,8 +36,12 @@ def test_every_event_type_is_in_the_schema() -> None:
     "event",
     [
         created("s1", "u1", plan="pro"),
-        added("s1", msg("user", "héllo ✓"), msg("assistant", None, tool_calls=[call("c1", "f", '{"x": 1}')]),
-              msg("tool", "42", tool_call_id="c1", name="f")),
+        added(
+            "s1",
+            msg("user", "héllo ✓"),
+            msg("assistant", None, tool_calls=[call("c1", "f", '{"x": 1}')]),
+            msg("tool", "42", tool_call_id="c1", name="f"),
+        ),
         deleted("s1"),
         saved("u1", "allergies", {"drugs": ["penicillin"], "n": 12345678901234567890}),
         saved("u1", "k", None, session="s1"),
