@@ -44,7 +44,8 @@ __all__ = [
     "position_key",
 ]
 
-PROJECTION = "read_models"  # the one projection: sessions, messages, memories and the archive, applied together
+# The one projection: sessions, messages, memories and the archive, applied together.
+PROJECTION = "read_models"
 Order = Literal["asc", "desc"]
 
 
@@ -155,6 +156,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
     created_at: datetime
     retried: bool = False
+    version: int = 0  # the aggregate version the log assigned to the entry (a rebuild replays it)
 
 
 class BatchOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,6 +164,7 @@ class BatchOutcome(msgspec.Struct, frozen=True, kw_only=True):
     applied: int  # events applied
     messages: int  # messages written
     dead_lettered: int = 0
+    skipped: int = 0  # entries the (aggregate, version) guard found already applied (and did not apply again)
 
 
 class ReadModel(Protocol):
@@ -221,7 +224,9 @@ class ReadModel(Protocol):
         """Apply entries of one partition (in order, all after ``expected``) and move the checkpoint to the
         last one, in ONE transaction. The checkpoint update is a compare-and-set on (``expected``, an epoch
         not newer than ``epoch``): if another writer moved it or holds a newer epoch, nothing is written and
-        ``projections.errors.FencedOut`` is raised. A unique (aggregate, version) guard refuses a double apply.
+        ``projections.errors.FencedOut`` is raised. A unique (aggregate, version) guard refuses a double
+        apply: an entry whose event is already applied (a checkpoint behind its data) is skipped and counted
+        in ``skipped``; another event at an applied (aggregate, version), or a reused event id, is poison.
         An entry that cannot be decoded or applied raises ``projections.errors.PoisonEvent`` naming it, with
         nothing written; the caller retries and then calls ``dead_letter``."""
 

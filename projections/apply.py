@@ -1,0 +1,319 @@
+"""Applying events to the read models: pure logic shared by every backend.
+
+``Changes`` folds a batch of stream entries over a read-only view of the current state (``State``) and keeps
+the batch's NET effect: the final row of every session touched, the messages added, the sessions purged, the
+memory scopes cleared, the final value of every memory key touched, and one archive row per event. No clock,
+no randomness, no I/O: times come from the event (``recorded_at`` is the log's time, from the entry id), so an
+incremental build and a rebuild from zero are identical row for row.
+
+A backend writes the net effect in this order, which is what makes it equal to applying event by event:
+
+1. delete the stored messages of ``purged`` sessions;
+2. delete every stored memory row of the ``cleared`` scopes;
+3. write ``memories``: a record is upserted, None is deleted (only keys touched after their scope's clear are
+   here, so step 2 never removes them);
+4. upsert ``sessions``; insert ``messages`` (only sessions still live at the end of the batch have any);
+5. insert ``archive``.
+
+Semantics (docs in ``projections.api``):
+
+* ``session.created`` creates the session (created_at = updated_at = recorded_at).
+* ``session.messages_added`` appends messages with seq continuing from message_count; a message's timestamp
+  is its own, or the event's occurred_at in ms when it has none (0).
+* ``session.deleted`` marks the session deleted and removes its messages and its session-scoped memory (the
+  user scope stays; the archive keeps the events). message_count keeps the number the session reached.
+* ``memory.saved`` upserts (version 1 on the first save of a key in its scope, +1 on every later save);
+  ``memory.deleted`` removes the key; ``memory.cleared`` removes every key of the scope (the user scope when
+  the payload has no session_id, else that session's). Memory of a deleted session is never resurrected.
+* Every event of a session aggregate (memory scoped to the session included) sets the session's version and
+  updated_at.
+
+An entry that cannot be decoded, or that the state cannot take (messages for a session the read model does
+not have), raises ``PoisonEvent`` naming it, before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import msgspec
+
+from events.codec import RawEntry, decode_entry
+from events.errors import UndecodableEvent
+from events.schema import (
+    AnyEvent,
+    MemoryCleared,
+    MemoryDeleted,
+    MemorySaved,
+    MessagesAdded,
+    SessionCreated,
+    SessionDeleted,
+)
+
+from .api import MemoryRecord, MessageRecord, SessionRecord, position_key
+from .errors import InvalidBatch, PoisonEvent
+
+__all__ = [
+    "USER_SCOPE",
+    "ArchiveRow",
+    "Changes",
+    "MemoryKey",
+    "ScopeKey",
+    "SessionKey",
+    "State",
+    "archive_key",
+    "check_batch",
+    "decode",
+    "epoch_ms",
+]
+
+USER_SCOPE = ""  # the ``scope`` column of user-scoped memory; a session id otherwise
+
+SessionKey = tuple[str, str]  # tenant, session_id
+ScopeKey = tuple[str, str, str]  # tenant, user_id, scope
+MemoryKey = tuple[str, str, str, str]  # tenant, user_id, scope, key
+AggregateVersion = tuple[str, str, str, int]  # tenant, aggregate kind, aggregate id, version
+
+
+class ArchiveRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One archived event: its envelope in columns, the entry's JSON as the log holds it in ``data``."""
+
+    partition: int
+    position: str
+    event_id: str
+    type: str
+    tenant: str
+    aggregate_kind: str
+    aggregate_id: str
+    version: int
+    user_id: str | None
+    actor_kind: str
+    actor_id: str
+    correlation_id: str | None
+    causation_id: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    data: bytes
+
+    @property
+    def aggregate(self) -> AggregateVersion:
+        return (self.tenant, self.aggregate_kind, self.aggregate_id, self.version)
+
+    def entry(self) -> RawEntry:
+        return RawEntry(self.partition, self.position, self.type, self.version, self.data)
+
+
+def archive_key(position: str, partition: int) -> tuple[int, int, int]:
+    """The audit order: recorded_at (the position's ms), then partition, then the position's sequence."""
+    ms, seq = position_key(position)
+    return (ms, partition, seq)
+
+
+class State(Protocol):
+    """Read-only view of the stored state that a batch needs."""
+
+    def session(self, key: SessionKey) -> SessionRecord | None: ...
+
+    def memory(self, key: MemoryKey) -> MemoryRecord | None: ...
+
+
+def check_batch(partition: int, entries: Sequence[RawEntry], expected: str | None) -> None:
+    """The caller's side of the contract: one partition, strictly increasing positions after ``expected``."""
+    last = position_key(expected)
+    for e in entries:
+        if e.partition != partition:
+            raise InvalidBatch(f"entry {e.position} is of partition {e.partition}, not {partition}")
+        key = position_key(e.position)
+        if key <= last:
+            raise InvalidBatch(
+                f"entry {e.position} of partition {partition} does not come after {expected or 'the start'}"
+                " and the entries before it",
+            )
+        last = key
+
+
+def decode(entry: RawEntry) -> AnyEvent:
+    """The entry's event, or PoisonEvent."""
+    try:
+        event = decode_entry(entry)
+    except UndecodableEvent as e:
+        raise PoisonEvent(entry, e.message) from e
+    except (ValueError, TypeError, OverflowError) as e:  # a malformed position
+        raise PoisonEvent(entry, f"malformed entry: {e}") from e
+    if entry.version < 1:
+        raise PoisonEvent(entry, "the entry has no aggregate version")
+    return event
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(dt: datetime) -> int:
+    """Whole milliseconds since the epoch (exact, no float rounding)."""
+    return (dt - _EPOCH) // _MS
+
+
+def _builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
+class Changes:
+    """The net effect of a batch on a ``State``. ``add`` each entry in order; then write the attributes."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self.sessions: dict[SessionKey, SessionRecord] = {}
+        self.messages: dict[SessionKey, list[MessageRecord]] = {}
+        self.purged: set[SessionKey] = set()
+        self.cleared: set[ScopeKey] = set()
+        self.memories: dict[MemoryKey, MemoryRecord | None] = {}
+        self.archive: list[ArchiveRow] = []
+        self.message_count = 0
+
+    # -- reads through the batch's own changes ----------------------------------------------------------
+    def session(self, key: SessionKey) -> SessionRecord | None:
+        found = self.sessions.get(key)
+        return found if found is not None else self._state.session(key)
+
+    def memory(self, key: MemoryKey) -> MemoryRecord | None:
+        if key in self.memories:
+            return self.memories[key]
+        if key[:3] in self.cleared:
+            return None
+        return self._state.memory(key)
+
+    # -- folding ----------------------------------------------------------------------------------------
+    def add_all(self, entries: Iterable[RawEntry]) -> Changes:
+        for entry in entries:
+            self.add(entry)
+        return self
+
+    def add(self, entry: RawEntry, event: AnyEvent | None = None) -> None:
+        """Fold one entry in. Raises PoisonEvent (and leaves the batch unusable: callers discard it)."""
+        ev = decode(entry) if event is None else event
+        assert ev.version is not None and ev.recorded_at is not None  # decode_entry sets both
+        recorded_at = ev.recorded_at
+        tenant = ev.tenant
+        owner: str | None
+        if isinstance(ev, SessionCreated):
+            key = (tenant, ev.aggregate_id)
+            if self.session(key) is not None:
+                raise PoisonEvent(entry, f"session {ev.aggregate_id} already exists in the read model")
+            owner = ev.payload.user_id
+            self.sessions[key] = SessionRecord(
+                tenant=tenant,
+                session_id=ev.aggregate_id,
+                user_id=owner,
+                metadata=ev.payload.metadata,
+                created_at=recorded_at,
+                updated_at=recorded_at,
+                message_count=0,
+                version=ev.version,
+            )
+        else:
+            session: SessionRecord | None = None
+            if ev.aggregate_kind == "session":
+                key = (tenant, ev.aggregate_id)
+                session = self.session(key)
+                if session is None:
+                    raise PoisonEvent(entry, f"session {ev.aggregate_id} does not exist in the read model")
+                session = msgspec.structs.replace(session, version=ev.version, updated_at=recorded_at)
+                self.sessions[key] = session
+            owner = self._apply(entry, ev, session)
+        self.archive.append(
+            ArchiveRow(
+                partition=entry.partition,
+                position=entry.position,
+                event_id=str(ev.id),
+                type=entry.type,
+                tenant=tenant,
+                aggregate_kind=ev.aggregate_kind,
+                aggregate_id=ev.aggregate_id,
+                version=ev.version,
+                user_id=owner,
+                actor_kind=ev.actor.kind,
+                actor_id=ev.actor.id,
+                correlation_id=ev.correlation_id,
+                causation_id=ev.causation_id,
+                occurred_at=ev.occurred_at,
+                recorded_at=recorded_at,
+                data=entry.data,
+            )
+        )
+
+    def _apply(self, entry: RawEntry, ev: AnyEvent, session: SessionRecord | None) -> str | None:
+        """Every event but session.created; ``session`` is the (already bumped) session of a session
+        aggregate. Returns the user the event concerns."""
+        tenant = ev.tenant
+        assert ev.recorded_at is not None
+        recorded_at = ev.recorded_at
+        if isinstance(ev, MessagesAdded):
+            assert session is not None
+            if not session.deleted:
+                key = (tenant, session.session_id)
+                occurred_ms = epoch_ms(ev.occurred_at)
+                event_id = str(ev.id)
+                start = session.message_count
+                added = [
+                    MessageRecord(
+                        seq=start + i,
+                        role=m.role,
+                        content=m.content,
+                        name=m.name,
+                        tool_calls=_builtins(m.tool_calls) if m.tool_calls is not None else None,
+                        tool_call_id=m.tool_call_id,
+                        timestamp=m.timestamp or occurred_ms,
+                        metadata=m.metadata,
+                        event_id=event_id,
+                    )
+                    for i, m in enumerate(ev.payload.messages, 1)
+                ]
+                self.messages.setdefault(key, []).extend(added)
+                self.sessions[key] = msgspec.structs.replace(session, message_count=start + len(added))
+                self.message_count += len(added)
+            return session.user_id
+        if isinstance(ev, SessionDeleted):
+            assert session is not None
+            if not session.deleted:
+                key = (tenant, session.session_id)
+                self.sessions[key] = msgspec.structs.replace(session, deleted=True)
+                self.message_count -= len(self.messages.pop(key, ()))
+                self.purged.add(key)
+                self._clear((tenant, session.user_id, session.session_id))
+            return session.user_id
+        if isinstance(ev, MemorySaved | MemoryDeleted | MemoryCleared):
+            p = ev.payload
+            scope = p.session_id or USER_SCOPE
+            if p.session_id is not None:
+                scoped = session if session is not None else self.session((tenant, p.session_id))
+                if scoped is None:
+                    raise PoisonEvent(entry, f"session {p.session_id} does not exist in the read model")
+                if scoped.deleted:  # never resurrect the memory of a deleted session
+                    return p.user_id
+            if isinstance(ev, MemoryCleared):
+                self._clear((tenant, p.user_id, scope))
+            elif isinstance(ev, MemoryDeleted):
+                self.memories[(tenant, p.user_id, scope, ev.payload.key)] = None
+            else:
+                saved = ev.payload
+                mkey = (tenant, saved.user_id, scope, saved.key)
+                current = self.memory(mkey)
+                self.memories[mkey] = MemoryRecord(
+                    user_id=saved.user_id,
+                    session_id=saved.session_id,
+                    key=saved.key,
+                    value=saved.value,
+                    version=current.version + 1 if current is not None else 1,
+                    created_at=current.created_at if current is not None else recorded_at,
+                    updated_at=recorded_at,
+                )
+            return p.user_id
+        raise PoisonEvent(entry, f"no projection for event type {entry.type!r}")  # pragma: no cover
+
+    def _clear(self, scope: ScopeKey) -> None:
+        self.cleared.add(scope)
+        for key in [k for k in self.memories if k[:3] == scope]:
+            del self.memories[key]

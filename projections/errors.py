@@ -1,0 +1,87 @@
+"""Errors of the read models.
+
+Every error carries a stable ``code`` (see ``events.errors.SessionsError``). Driver errors (psycopg) are
+converted at the boundary, ``raise ... from e``, so callers never see them.
+
+    SessionsError (events.errors)
+    ├── InvalidEvent (events.errors)
+    │   └── InvalidCursor              a page cursor that this read model did not hand out
+    ├── Unavailable (events.errors)
+    │   └── ReadModelUnavailable       PostgreSQL cannot be reached or the connection broke; retryable, and
+    │                                  the batch in flight was rolled back whole (never torn)
+    └── ReadModelError                 base of what the read models raise on purpose
+        ├── FencedOut                  the checkpoint compare-and-set failed: another writer moved it, or
+        │   │                          holds a newer fencing epoch; nothing was written
+        │   └── AlreadyApplied         the (aggregate, version) guard kept refusing a batch (a concurrent
+        │                              writer under another projection name applied the same events)
+        ├── PoisonEvent                an entry cannot be decoded or applied; names it; nothing was written
+        ├── InvalidBatch               the caller broke the contract of apply_batch (wrong partition, order)
+        └── MigrationError             a migration failed, or an applied migration was edited afterwards
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events.codec import RawEntry
+from events.errors import InvalidEvent, SessionsError, Unavailable
+
+__all__ = [
+    "AlreadyApplied",
+    "FencedOut",
+    "InvalidBatch",
+    "InvalidCursor",
+    "MigrationError",
+    "PoisonEvent",
+    "ReadModelError",
+    "ReadModelUnavailable",
+]
+
+
+class ReadModelError(SessionsError):
+    code = "read_model_error"
+
+
+class FencedOut(ReadModelError):
+    """``details``: ``partition``, ``expected`` and ``position`` (what the caller expected, what is stored),
+    ``epoch`` and ``stored_epoch``."""
+
+    code = "fenced_out"
+
+
+class AlreadyApplied(FencedOut):
+    code = "already_applied"
+
+
+class PoisonEvent(ReadModelError):
+    """An entry that cannot be decoded or applied. ``entry`` and ``position`` name it; ``reason`` says why."""
+
+    code = "poison_event"
+
+    def __init__(self, entry: RawEntry, reason: str, **details: Any) -> None:
+        super().__init__(
+            f"entry {entry.position} of partition {entry.partition} ({entry.type or 'no type'}): {reason}",
+            partition=entry.partition,
+            position=entry.position,
+            type=entry.type,
+            **details,
+        )
+        self.entry = entry
+        self.position = entry.position
+        self.reason = reason
+
+
+class InvalidBatch(ReadModelError):
+    code = "invalid_batch"
+
+
+class MigrationError(ReadModelError):
+    code = "migration_error"
+
+
+class InvalidCursor(InvalidEvent):
+    code = "invalid_cursor"
+
+
+class ReadModelUnavailable(Unavailable):
+    code = "read_model_unavailable"

@@ -1,0 +1,409 @@
+"""The in-memory read model: the embedded default, and the reference the PostgreSQL one is tested against.
+
+It keeps the ``projections.api.ReadModel`` contract exactly (one contract suite runs against both). All of its
+state lives in one ``_Tables`` object, so a rebuild switches over by replacing that one reference.
+
+Asyncio safety: no method awaits between reading and writing its state, so each call is atomic with respect
+to every other coroutine (no lock needed). ``apply_batch`` computes the whole batch first and only then
+mutates, so a poison entry or a refused compare-and-set leaves nothing written. Not thread-safe.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from events.codec import RawEntry
+from events.schema import utcnow
+
+from .api import (
+    PROJECTION,
+    AuditFilter,
+    AuditPage,
+    AuditRecord,
+    BatchOutcome,
+    Checkpoint,
+    DeadLetter,
+    MemoryRecord,
+    MessagePage,
+    MessageRecord,
+    Order,
+    SessionPage,
+    SessionRecord,
+    position_key,
+)
+from .apply import (
+    USER_SCOPE,
+    AggregateVersion,
+    ArchiveRow,
+    Changes,
+    MemoryKey,
+    ScopeKey,
+    SessionKey,
+    archive_key,
+    check_batch,
+    decode,
+)
+from .errors import FencedOut, PoisonEvent
+from .paging import (
+    audit_cursor,
+    message_window,
+    ms_bounds,
+    parse_audit_cursor,
+    parse_session_cursor,
+    session_cursor,
+    to_us,
+)
+
+__all__ = ["InMemoryReadModel"]
+
+Clock = Callable[[], Any]
+
+
+def audit_record(row: ArchiveRow) -> AuditRecord:
+    event = msgspec.json.decode(row.data)
+    payload = event.get("payload") if isinstance(event, dict) else None
+    return AuditRecord(
+        partition=row.partition,
+        position=row.position,
+        event_id=row.event_id,
+        type=row.type,
+        tenant=row.tenant,
+        aggregate_kind=row.aggregate_kind,
+        aggregate_id=row.aggregate_id,
+        version=row.version,
+        user_id=row.user_id,
+        actor_kind=row.actor_kind,
+        actor_id=row.actor_id,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        occurred_at=row.occurred_at,
+        recorded_at=row.recorded_at,
+        payload=payload if isinstance(payload, dict) else {},
+    )
+
+
+class _Tables:
+    """Everything the read model holds. Implements ``projections.apply.State``."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[SessionKey, SessionRecord] = {}
+        self.user_sessions: dict[tuple[str, str], set[str]] = {}
+        self.messages: dict[SessionKey, list[MessageRecord]] = {}
+        self.memories: dict[ScopeKey, dict[str, MemoryRecord]] = {}
+        # The archive, in audit order, with its sort keys beside it for bisect.
+        self.audit: list[AuditRecord] = []
+        self.audit_keys: list[tuple[int, int, int]] = []
+        # Per partition, in position order: what a rebuild replays.
+        self.entries: dict[int, list[RawEntry]] = {}
+        self.applied: dict[AggregateVersion, str] = {}  # the (aggregate, version) guard -> event id
+        self.event_ids: dict[str, AggregateVersion] = {}
+        self.checkpoints: dict[tuple[str, int], Checkpoint] = {}
+        self.dead_letters: list[DeadLetter] = []
+
+    def session(self, key: SessionKey) -> SessionRecord | None:
+        return self.sessions.get(key)
+
+    def memory(self, key: MemoryKey) -> MemoryRecord | None:
+        return self.memories.get(key[:3], {}).get(key[3])
+
+    def write(self, changes: Changes, audit: list[AuditRecord]) -> None:
+        """Write a batch's net effect (in the order ``projections.apply`` prescribes). Cannot fail."""
+        for skey in changes.purged:
+            self.messages.pop(skey, None)
+        for scope in changes.cleared:
+            self.memories.pop(scope, None)
+        for mkey, memory in changes.memories.items():
+            scope_key, name = mkey[:3], mkey[3]
+            if memory is None:
+                rows = self.memories.get(scope_key)
+                if rows is not None:
+                    rows.pop(name, None)
+                    if not rows:
+                        del self.memories[scope_key]
+            else:
+                self.memories.setdefault(scope_key, {})[name] = memory
+        for skey, session in changes.sessions.items():
+            self.sessions[skey] = session
+            self.user_sessions.setdefault((session.tenant, session.user_id), set()).add(session.session_id)
+        for skey, added in changes.messages.items():
+            self.messages.setdefault(skey, []).extend(added)
+        for row, audit_row in zip(changes.archive, audit, strict=True):
+            k = archive_key(row.position, row.partition)
+            i = bisect.bisect_right(self.audit_keys, k)
+            self.audit_keys.insert(i, k)
+            self.audit.insert(i, audit_row)
+            self.entries.setdefault(row.partition, []).append(row.entry())
+            self.applied[row.aggregate] = row.event_id
+            self.event_ids[row.event_id] = row.aggregate
+
+
+class InMemoryReadModel:
+    """``projections.api.ReadModel`` in process memory. ``clock`` stamps checkpoints and dead letters only
+    (operational records); the read models themselves take every time from the events."""
+
+    def __init__(self, *, clock: Clock = utcnow) -> None:
+        self._t = _Tables()
+        self._clock = clock
+        self._shadow: InMemoryReadModel | None = None
+
+    # -- queries ---------------------------------------------------------------------------------------
+    async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
+        return self._t.sessions.get((tenant, session_id))
+
+    async def list_sessions(
+        self, tenant: str, user_id: str, *, limit: int = 50, after: str | None = None
+    ) -> SessionPage:
+        t = self._t
+        rows = [
+            s
+            for sid in t.user_sessions.get((tenant, user_id), ())
+            if not (s := t.sessions[(tenant, sid)]).deleted
+        ]
+        keyed = sorted(((to_us(s.updated_at), s.session_id), s) for s in rows)
+        keyed.reverse()
+        if after is not None:
+            cursor = parse_session_cursor(after)
+            keyed = [(k, s) for k, s in keyed if k < cursor]
+        page = keyed if limit <= 0 else keyed[:limit]
+        more = len(page) < len(keyed)
+        last = page[-1][1] if page else None
+        return SessionPage(
+            sessions=[s for _, s in page],
+            next_cursor=session_cursor(last.updated_at, last.session_id) if more and last else None,
+        )
+
+    async def get_messages(
+        self,
+        tenant: str,
+        session_id: str,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        order: Order = "asc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> MessagePage:
+        session = self._t.sessions.get((tenant, session_id))
+        count = 0 if session is None or session.deleted else session.message_count
+        w = message_window(count, limit=limit, offset=offset, order=order, after=after, before=before)
+        if w.empty:
+            return MessagePage(messages=[], total=count)
+        rows = self._t.messages.get((tenant, session_id), [])[w.first - 1 : w.last]
+        if w.descending:
+            rows = rows[::-1]
+        return MessagePage(messages=rows, total=count, next_cursor=w.next_cursor)
+
+    async def get_memory(
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        merged: bool = False,
+        key: str | None = None,
+    ) -> dict[str, MemoryRecord]:
+        scopes = [USER_SCOPE] if session_id is None else [USER_SCOPE, session_id] if merged else [session_id]
+        out: dict[str, MemoryRecord] = {}
+        for scope in scopes:  # the session scope last: it wins
+            rows = self._t.memories.get((tenant, user_id, scope), {})
+            if key is None:
+                out.update(rows)
+            elif key in rows:
+                out[key] = rows[key]
+        return dict(sorted(out.items()))
+
+    async def audit(self, flt: AuditFilter, *, limit: int = 100, after: str | None = None) -> AuditPage:
+        t = self._t
+        start = 0 if after is None else bisect.bisect_right(t.audit_keys, parse_audit_cursor(after))
+        lo_ms, hi_ms = ms_bounds(flt.since, flt.until)
+        types = set(flt.types) if flt.types is not None else None
+        out: list[AuditRecord] = []
+        more = False
+        for i in range(start, len(t.audit)):
+            r = t.audit[i]
+            ms = t.audit_keys[i][0]
+            if hi_ms is not None and ms >= hi_ms:
+                break
+            if (
+                r.tenant != flt.tenant
+                or (lo_ms is not None and ms < lo_ms)
+                or (
+                    flt.session_id is not None
+                    and (r.aggregate_kind, r.aggregate_id) != ("session", flt.session_id)
+                )
+                or (flt.user_id is not None and r.user_id != flt.user_id)
+                or (types is not None and r.type not in types)
+                or (flt.actor_kind is not None and r.actor_kind != flt.actor_kind)
+                or (flt.actor_id is not None and r.actor_id != flt.actor_id)
+            ):
+                continue
+            if 0 < limit <= len(out):
+                more = True
+                break
+            out.append(r)
+        last = out[-1] if out else None
+        return AuditPage(
+            events=out,
+            next_cursor=audit_cursor(archive_key(last.position, last.partition)) if more and last else None,
+        )
+
+    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
+        return {p: cp for (proj, p), cp in sorted(self._t.checkpoints.items()) if proj == projection}
+
+    # -- write side ------------------------------------------------------------------------------------
+    def _cas(self, projection: str, partition: int, expected: str | None, epoch: int) -> None:
+        cp = self._t.checkpoints.get((projection, partition))
+        stored, stored_epoch = (cp.position, cp.epoch) if cp is not None else (None, 0)
+        if stored_epoch > epoch:
+            raise FencedOut(
+                f"partition {partition} is fenced: its checkpoint was written with epoch {stored_epoch},"
+                f" newer than {epoch}",
+                partition=partition,
+                epoch=epoch,
+                stored_epoch=stored_epoch,
+                position=stored,
+            )
+        if position_key(stored) != position_key(expected):
+            raise FencedOut(
+                f"the checkpoint of partition {partition} is at {stored or 'the start'}, not at"
+                f" {expected or 'the start'}: another writer moved it",
+                partition=partition,
+                expected=expected,
+                position=stored,
+                epoch=epoch,
+                stored_epoch=stored_epoch,
+            )
+
+    def _set_checkpoint(self, projection: str, partition: int, position: str | None, epoch: int) -> None:
+        self._t.checkpoints[(projection, partition)] = Checkpoint(
+            partition=partition, position=position, epoch=epoch, updated_at=self._clock()
+        )
+
+    async def apply_batch(
+        self,
+        partition: int,
+        entries: Sequence[RawEntry],
+        *,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> BatchOutcome:
+        check_batch(partition, entries, expected)
+        self._cas(projection, partition, expected, epoch)
+        t = self._t
+        changes = Changes(t)
+        seen_ids: set[str] = set()
+        seen_aggs: set[AggregateVersion] = set()
+        skipped = 0
+        for entry in entries:
+            event = decode(entry)
+            agg = (event.tenant, event.aggregate_kind, event.aggregate_id, entry.version)
+            event_id = str(event.id)
+            done = t.applied.get(agg)
+            if done == event_id:  # the guard: already applied (a checkpoint behind the data), skip it
+                skipped += 1
+                continue
+            if done is not None or agg in seen_aggs:
+                raise PoisonEvent(entry, f"aggregate version {agg} was already applied by another event")
+            if event_id in t.event_ids or event_id in seen_ids:
+                raise PoisonEvent(entry, f"event id {event_id} was already used by another event")
+            seen_ids.add(event_id)
+            seen_aggs.add(agg)
+            changes.add(entry, event)
+        audit = [audit_record(row) for row in changes.archive]
+        # Nothing can fail from here on: the batch lands whole.
+        t.write(changes, audit)
+        position = entries[-1].position if entries else expected
+        self._set_checkpoint(projection, partition, position, epoch)
+        return BatchOutcome(
+            position=position or "0-0",
+            applied=len(changes.archive),
+            messages=changes.message_count,
+            skipped=skipped,
+        )
+
+    async def dead_letter(
+        self,
+        partition: int,
+        entry: RawEntry,
+        error: str,
+        *,
+        attempts: int,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> str:
+        check_batch(partition, [entry], expected)
+        self._cas(projection, partition, expected, epoch)
+        t = self._t
+        letter = DeadLetter(
+            id=len(t.dead_letters) + 1,
+            partition=partition,
+            position=entry.position,
+            type=entry.type,
+            data=entry.data,
+            error=error,
+            attempts=attempts,
+            created_at=self._clock(),
+            version=entry.version,
+        )
+        t.dead_letters.append(letter)
+        self._set_checkpoint(projection, partition, entry.position, epoch)
+        return entry.position
+
+    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
+        rows = [d for d in self._t.dead_letters if include_retried or not d.retried]
+        return rows if limit <= 0 else rows[:limit]
+
+    # -- rebuild support (projections.rebuild) ---------------------------------------------------------
+    async def replay(self, partition: int, after: str | None, limit: int) -> list[RawEntry]:
+        """What this read model holds of a partition after ``after``, in order: its archived events and its
+        (not retried) dead letters, as the stream entries they came from."""
+        t = self._t
+        start = position_key(after)
+        archived = t.entries.get(partition, [])
+        i = bisect.bisect_right(archived, start, key=lambda e: position_key(e.position))
+        out = archived[i : i + limit]
+        letters = [
+            RawEntry(d.partition, d.position, d.type, d.version, d.data)
+            for d in t.dead_letters
+            if d.partition == partition and not d.retried and position_key(d.position) > start
+        ]
+        if letters:
+            out = sorted([*out, *letters], key=lambda e: position_key(e.position))[:limit]
+        return out
+
+    async def replay_size(self) -> int:
+        """How many entries ``replay`` yields over every partition from the start."""
+        return sum(len(v) for v in self._t.entries.values()) + sum(
+            1 for d in self._t.dead_letters if not d.retried
+        )
+
+    async def open_shadow(self, *, fresh: bool = False) -> InMemoryReadModel:
+        """An empty read model to rebuild into (the one of an unfinished rebuild, unless ``fresh``)."""
+        if fresh or self._shadow is None:
+            self._shadow = InMemoryReadModel(clock=self._clock)
+        return self._shadow
+
+    async def switch_to(self, shadow: InMemoryReadModel, projection: str = PROJECTION) -> None:
+        """Serve ``shadow``'s state from now on (atomically). The checkpoints keep the shadow's positions and
+        take the newest epoch of either side, so a projector still holding a lease is not fenced out by the
+        rebuild (it is refused once, on the position, and reloads)."""
+        if shadow is not self._shadow:
+            raise ValueError("switch_to takes the shadow that open_shadow returned")
+        new = shadow._t
+        for (proj, p), cp in self._t.checkpoints.items():
+            if proj != projection:
+                new.checkpoints.setdefault((proj, p), cp)
+                continue
+            mine = new.checkpoints.get((proj, p))
+            if mine is None:
+                new.checkpoints[(proj, p)] = Checkpoint(partition=p, position=None, epoch=cp.epoch)
+            elif mine.epoch < cp.epoch:
+                new.checkpoints[(proj, p)] = msgspec.structs.replace(mine, epoch=cp.epoch)
+        self._t = new
+        self._shadow = None
