@@ -1,42 +1,34 @@
-"""A small read model that keeps the write-side contract of ``projections.api.ReadModel`` (checkpoint
-compare-and-set with fencing epochs, the (aggregate, version) guard, poison entries, dead letters) and records
-every apply, so tests can count double applies. Faults are injected through its attributes."""
+"""A proxy over any read model that records every committed batch (so tests can count double applies) and
+injects outages: the next ``outages`` calls fail as if PostgreSQL were down, before reaching the model."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from typing import Any
 
-from events.codec import RawEntry, decode_entry
-from events.errors import UndecodableEvent
+from events.codec import RawEntry
 from projections.api import PROJECTION, BatchOutcome, Checkpoint, DeadLetter
-from projections.errors import AlreadyApplied, FencedOut, PoisonEvent, ReadModelUnavailable
+from projections.errors import ReadModelUnavailable
 
 
-class FakeReadModel:
-    def __init__(self) -> None:
-        self.cps: dict[tuple[str, int], Checkpoint] = {}
-        self.applied: list[tuple[int, str]] = []  # (partition, position), in commit order
-        self.versions: set[tuple[str, str, str, int]] = set()
-        self.letters: list[DeadLetter] = []
-        self.outages = 0  # the next calls that fail as if PostgreSQL were down
-        self.calls = 0
+class Recording:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.applied: list[tuple[int, str]] = []  # (partition, position) of every committed entry, in order
+        self.outages = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def _outage(self) -> None:
-        self.calls += 1
         if self.outages > 0:
             self.outages -= 1
             raise ReadModelUnavailable("PostgreSQL is down (injected)")
 
-    def _cas(self, projection: str, partition: int, expected: str | None, epoch: int) -> None:
-        cp = self.cps.get((projection, partition))
-        stored, stored_epoch = (cp.position, cp.epoch) if cp else (None, 0)
-        if stored != expected or stored_epoch > epoch:
-            raise FencedOut("checkpoint moved", partition=partition, expected=expected, position=stored)
-
     async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
         self._outage()
-        return {p: cp for (proj, p), cp in self.cps.items() if proj == projection}
+        result: dict[int, Checkpoint] = await self.inner.checkpoints(projection)
+        return result
 
     async def apply_batch(
         self,
@@ -48,25 +40,11 @@ class FakeReadModel:
         projection: str = PROJECTION,
     ) -> BatchOutcome:
         self._outage()
-        self._cas(projection, partition, expected, epoch)
-        keys = []
-        messages = 0
-        for entry in entries:
-            try:
-                event = decode_entry(entry)
-            except UndecodableEvent as e:
-                raise PoisonEvent(entry, str(e)) from e
-            key = (event.tenant, event.aggregate_kind, event.aggregate_id, entry.version)
-            if key in self.versions or key in keys:
-                raise AlreadyApplied("double apply refused", partition=partition)
-            keys.append(key)
-            messages += len(getattr(event.payload, "messages", []) or [])
-        self.versions.update(keys)
-        self.applied.extend((partition, e.position) for e in entries)
-        self.cps[(projection, partition)] = Checkpoint(
-            partition=partition, position=entries[-1].position, epoch=epoch
+        out: BatchOutcome = await self.inner.apply_batch(
+            partition, entries, expected=expected, epoch=epoch, projection=projection
         )
-        return BatchOutcome(position=entries[-1].position, applied=len(entries), messages=messages)
+        self.applied.extend((partition, e.position) for e in entries)
+        return out
 
     async def dead_letter(
         self,
@@ -80,23 +58,13 @@ class FakeReadModel:
         projection: str = PROJECTION,
     ) -> str:
         self._outage()
-        self._cas(projection, partition, expected, epoch)
-        self.letters.append(
-            DeadLetter(
-                id=len(self.letters) + 1,
-                partition=partition,
-                position=entry.position,
-                type=entry.type,
-                data=entry.data,
-                error=error,
-                attempts=attempts,
-                created_at=datetime.now(UTC),
-            )
+        pos: str = await self.inner.dead_letter(
+            partition, entry, error, attempts=attempts, expected=expected, epoch=epoch, projection=projection
         )
-        self.cps[(projection, partition)] = Checkpoint(
-            partition=partition, position=entry.position, epoch=epoch
-        )
-        return entry.position
+        return pos
 
     async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
-        return [d for d in self.letters if include_retried or not d.retried][:limit]
+        letters: list[DeadLetter] = await self.inner.dead_letters(
+            limit=limit, include_retried=include_retried
+        )
+        return letters

@@ -8,9 +8,10 @@ from collections import Counter
 
 from consumers.projector import Projector
 from events import EventLog
+from projections.memory import InMemoryReadModel
 from tests.events.factories import added, created, msg
 
-from .fakes import FakeReadModel
+from .fakes import Recording
 
 
 async def fill(log: EventLog, sessions: int, turns: int, tag: str = "s") -> int:
@@ -26,18 +27,22 @@ async def fill(log: EventLog, sessions: int, turns: int, tag: str = "s") -> int:
     return n
 
 
-def projector(log: EventLog, rm: FakeReadModel, worker: str, **kw: int) -> Projector:
+def make_read_model() -> InMemoryReadModel:
+    return InMemoryReadModel()
+
+
+def projector(log: EventLog, rm: Recording, worker: str, **kw: int) -> Projector:
     kw.setdefault("lease_ttl_ms", 3000)
     return Projector(log, rm, worker_id=worker, batch_size=kw.pop("batch_size", 7), **kw)  # type: ignore[arg-type]
 
 
-def assert_exactly_once(rm: FakeReadModel, expected: int) -> None:
+def assert_exactly_once(rm: Recording, expected: int) -> None:
     counts = Counter(rm.applied)
     assert sum(counts.values()) == expected
     assert all(c == 1 for c in counts.values())
 
 
-async def assert_caught_up(log: EventLog, rm: FakeReadModel) -> None:
+async def assert_caught_up(log: EventLog, rm: Recording) -> None:
     heads = await log.heads()
     cps = await rm.checkpoints()
     assert {p: cps[p].position for p in cps} == {p: h for p, h in heads.items() if h is not None}
@@ -45,7 +50,7 @@ async def assert_caught_up(log: EventLog, rm: FakeReadModel) -> None:
 
 async def test_burst_applies_every_partition_in_order_once(event_log: EventLog) -> None:
     n = await fill(event_log, 12, 3)
-    rm = FakeReadModel()
+    rm = Recording(make_read_model())
     stats = await projector(event_log, rm, "w1").run_until_caught_up(timeout_s=30)
     assert stats.applied == n and stats.messages == 12 * 3 * 2
     assert_exactly_once(rm, n)
@@ -68,7 +73,7 @@ async def again_states(log: EventLog):  # type: ignore[no-untyped-def]
 
 
 async def test_a_worker_that_lost_its_lease_is_fenced_and_applies_nothing_twice(event_log: EventLog) -> None:
-    rm = FakeReadModel()
+    rm = Recording(make_read_model())
     old = projector(event_log, rm, "old", lease_ttl_ms=200)
     await old.maintain()
     assert sorted(old.owned) == list(range(event_log.partitions))
@@ -89,7 +94,7 @@ async def test_a_worker_that_lost_its_lease_is_fenced_and_applies_nothing_twice(
 
 async def test_a_commit_whose_reply_was_lost_is_not_applied_again(event_log: EventLog) -> None:
     n = await fill(event_log, 6, 2)
-    rm = FakeReadModel()
+    rm = Recording(make_read_model())
     w = projector(event_log, rm, "w", batch_size=3)
     await w.maintain()
     lengths = await event_log.lengths()
@@ -116,11 +121,12 @@ async def test_poison_entries_are_dead_lettered_and_the_rest_applied(event_log: 
         )
     ).decode()
     n = await fill(event_log, 4, 1, tag="v") + 16
-    rm = FakeReadModel()
+    rm = Recording(make_read_model())
     w = projector(event_log, rm, "w", max_attempts=3, batch_size=50)
     stats = await w.run_until_caught_up(timeout_s=30)
-    assert [(d.partition, d.position, d.attempts) for d in rm.letters] == [(0, bad1, 3), (0, bad2, 3)]
-    assert "bogus" in rm.letters[0].error
+    letters = await rm.dead_letters()
+    assert [(d.partition, d.position, d.attempts) for d in letters] == [(0, bad1, 3), (0, bad2, 3)]
+    assert "bogus" in letters[0].error
     assert stats.dead_lettered == 2 and stats.applied == n
     assert_exactly_once(rm, n)
     await assert_caught_up(event_log, rm)
@@ -128,7 +134,7 @@ async def test_poison_entries_are_dead_lettered_and_the_rest_applied(event_log: 
 
 async def test_outages_of_the_read_model_are_waited_out_and_nothing_is_skipped(event_log: EventLog) -> None:
     n = await fill(event_log, 8, 2)
-    rm = FakeReadModel()
+    rm = Recording(make_read_model())
     rm.outages = 5
     stats = await projector(event_log, rm, "w", backoff_initial_s=0.01).run_until_caught_up(timeout_s=30)  # type: ignore[arg-type]
     assert stats.outages == 5
@@ -137,7 +143,7 @@ async def test_outages_of_the_read_model_are_waited_out_and_nothing_is_skipped(e
 
 
 async def test_running_workers_rebalance_on_join_and_leave(event_log: EventLog) -> None:
-    rm = FakeReadModel()
+    rm = Recording(make_read_model())
     a = projector(event_log, rm, "a", lease_ttl_ms=300)
     b = projector(event_log, rm, "b", lease_ttl_ms=300)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
