@@ -34,7 +34,7 @@ not have), raises ``PoisonEvent`` naming it, before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -57,6 +57,7 @@ from .errors import InvalidBatch, PoisonEvent
 
 __all__ = [
     "USER_SCOPE",
+    "AggregateVersion",
     "ArchiveRow",
     "Changes",
     "MemoryKey",
@@ -67,6 +68,7 @@ __all__ = [
     "check_batch",
     "decode",
     "epoch_ms",
+    "guard",
 ]
 
 USER_SCOPE = ""  # the ``scope`` column of user-scoped memory; a session id otherwise
@@ -116,7 +118,9 @@ class State(Protocol):
 
     def session(self, key: SessionKey) -> SessionRecord | None: ...
 
-    def memory(self, key: MemoryKey) -> MemoryRecord | None: ...
+    def memory(self, key: MemoryKey) -> MemoryRecord | None:
+        """The stored memory row; only its version and created_at are read (a backend may leave the value
+        out)."""
 
 
 def check_batch(partition: int, entries: Sequence[RawEntry], expected: str | None) -> None:
@@ -134,8 +138,21 @@ def check_batch(partition: int, entries: Sequence[RawEntry], expected: str | Non
         last = key
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def decode(entry: RawEntry) -> AnyEvent:
-    """The entry's event, or PoisonEvent."""
+    """The entry's event, or PoisonEvent.
+
+    A string holding NUL (``\\u0000`` in the JSON) is poison for every backend, because PostgreSQL text and
+    jsonb cannot store it: the backends stay identical, and the entry is dead-lettered, not half-applied."""
     try:
         event = decode_entry(entry)
     except UndecodableEvent as e:
@@ -144,7 +161,38 @@ def decode(entry: RawEntry) -> AnyEvent:
         raise PoisonEvent(entry, f"malformed entry: {e}") from e
     if entry.version < 1:
         raise PoisonEvent(entry, "the entry has no aggregate version")
+    if b"\\u0000" in entry.data and _has_nul(msgspec.json.decode(entry.data)):
+        raise PoisonEvent(entry, "a string holds the NUL character (\\u0000), which PostgreSQL cannot store")
     return event
+
+
+def guard(
+    entries: Sequence[RawEntry],
+    events: Sequence[AnyEvent],
+    applied: Callable[[AggregateVersion], str | None],
+    used: Callable[[str], AggregateVersion | None],
+) -> set[int]:
+    """The (aggregate, version) guard. ``applied`` gives the event id stored at an aggregate version, ``used``
+    the aggregate version stored for an event id. Returns the indexes of entries already applied (the same
+    event at the same version: a checkpoint behind its data; skip them). Another event at an applied
+    version, or an event id used by another event, is poison."""
+    skip: set[int] = set()
+    seen_ids: set[str] = set()
+    seen_versions: set[AggregateVersion] = set()
+    for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
+        version: AggregateVersion = (event.tenant, event.aggregate_kind, event.aggregate_id, entry.version)
+        event_id = str(event.id)
+        stored = applied(version)
+        if stored == event_id:
+            skip.add(i)
+            continue
+        if stored is not None or version in seen_versions:
+            raise PoisonEvent(entry, f"aggregate version {version} is already applied by another event")
+        if used(event_id) is not None or event_id in seen_ids:
+            raise PoisonEvent(entry, f"event id {event_id} is already used by another event")
+        seen_ids.add(event_id)
+        seen_versions.add(version)
+    return skip
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -46,8 +46,9 @@ from .apply import (
     archive_key,
     check_batch,
     decode,
+    guard,
 )
-from .errors import FencedOut, PoisonEvent
+from .errors import FencedOut
 from .paging import (
     audit_cursor,
     message_window,
@@ -295,25 +296,12 @@ class InMemoryReadModel:
         check_batch(partition, entries, expected)
         self._cas(projection, partition, expected, epoch)
         t = self._t
+        events = [decode(entry) for entry in entries]
+        skip = guard(entries, events, t.applied.get, t.event_ids.get)
         changes = Changes(t)
-        seen_ids: set[str] = set()
-        seen_aggs: set[AggregateVersion] = set()
-        skipped = 0
-        for entry in entries:
-            event = decode(entry)
-            agg = (event.tenant, event.aggregate_kind, event.aggregate_id, entry.version)
-            event_id = str(event.id)
-            done = t.applied.get(agg)
-            if done == event_id:  # the guard: already applied (a checkpoint behind the data), skip it
-                skipped += 1
-                continue
-            if done is not None or agg in seen_aggs:
-                raise PoisonEvent(entry, f"aggregate version {agg} was already applied by another event")
-            if event_id in t.event_ids or event_id in seen_ids:
-                raise PoisonEvent(entry, f"event id {event_id} was already used by another event")
-            seen_ids.add(event_id)
-            seen_aggs.add(agg)
-            changes.add(entry, event)
+        for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
+            if i not in skip:
+                changes.add(entry, event)
         audit = [audit_record(row) for row in changes.archive]
         # Nothing can fail from here on: the batch lands whole.
         t.write(changes, audit)
@@ -323,7 +311,7 @@ class InMemoryReadModel:
             position=position or "0-0",
             applied=len(changes.archive),
             messages=changes.message_count,
-            skipped=skipped,
+            skipped=len(skip),
         )
 
     async def dead_letter(
