@@ -78,7 +78,13 @@ _STATUS: tuple[tuple[type[SessionsError], int], ...] = (
 )
 
 
+# Codes whose class says "invalid input" but which are about the request, not the events: 400.
+_BAD_REQUEST_CODES = frozenset({"invalid_cursor", "invalid_order", "invalid_position"})
+
+
 def status_of(error: SessionsError) -> int:
+    if error.code in _BAD_REQUEST_CODES:
+        return 400
     for cls, status in _STATUS:
         if isinstance(error, cls):
             return status

@@ -20,16 +20,16 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.codec import decode_event
@@ -71,6 +71,11 @@ __all__ = ["PROBLEM_JSON", "create_app"]
 log = logging.getLogger("service.http")
 
 PROBLEM_JSON = "application/problem+json"
+
+# Injected into handlers by name (see the app's ``dependencies``).
+App = NamedDependency[Application]
+Ctx = NamedDependency[Context]
+At = NamedDependency[Positions]
 _ACTOR_KINDS = ("user", "model", "service", "admin")
 
 
@@ -113,9 +118,7 @@ def _written(body: Any, positions: list[Position], status: int = 200, **headers:
 
 
 @post("/v1/sessions", status_code=200, summary="Get or create a session")
-async def create_session(
-    data: CreateSession, application: Application, ctx: Context
-) -> Response[SessionReply]:
+async def create_session(data: JSONBody[CreateSession], application: App, ctx: Ctx) -> Response[SessionReply]:
     """Resumes the user's session ``session_id``, creates it under that id when unknown, or creates one with a
     new id when ``session_id`` is absent. 201 when created, 200 when resumed; another user's id: 403."""
     write = await application.commands.get_or_create_session(
@@ -131,7 +134,7 @@ async def create_session(
 
 
 @get("/v1/sessions/{session_id:str}", summary="Get a session")
-async def get_session(session_id: str, application: Application, ctx: Context, at: Positions) -> SessionReply:
+async def get_session(session_id: FromPath[str], application: App, ctx: Ctx, at: At) -> SessionReply:
     return session_reply(await application.queries.session(ctx, session_id, at))
 
 
@@ -139,7 +142,7 @@ async def get_session(session_id: str, application: Application, ctx: Context, a
     "/v1/sessions/{session_id:str}", status_code=200, summary="Delete a session and its session-scoped memory"
 )
 async def delete_session(
-    session_id: str, application: Application, ctx: Context
+    session_id: FromPath[str], application: App, ctx: Ctx
 ) -> Response[SessionDeleteReply]:
     result = await application.commands.delete_session(ctx, session_id)
     application.metrics.observe_appends("delete_session", [result])
@@ -152,12 +155,12 @@ async def delete_session(
 
 @get("/v1/users/{user_id:str}/sessions", summary="A user's sessions, most recently updated first")
 async def list_sessions(
-    user_id: str,
-    application: Application,
-    ctx: Context,
-    at: Positions,
-    limit: int | None = Parameter(default=None, ge=0, le=1000, description="page size (default 50)"),
-    after: str | None = Parameter(default=None, description="next_cursor of the previous page"),
+    user_id: FromPath[str],
+    application: App,
+    ctx: Ctx,
+    at: At,
+    limit: Annotated[int | None, QueryParameter(ge=0, le=1000, description="page size (default 50)")] = None,
+    after: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
 ) -> SessionsReply:
     page = await application.queries.sessions_of(ctx, user_id, limit=limit, after=after, at=at)
     return SessionsReply(sessions=[session_reply(s) for s in page.sessions], next_cursor=page.next_cursor)
@@ -168,15 +171,16 @@ async def list_sessions(
 
 @post("/v1/sessions/{session_id:str}/messages", status_code=201, summary="Append messages")
 async def add_messages(
-    session_id: str,
-    data: AddMessages,
-    application: Application,
-    ctx: Context,
-    idempotency_key: str | None = Parameter(
-        header="Idempotency-Key",
-        default=None,
-        description="a retry with the same key returns the first result",
-    ),
+    session_id: FromPath[str],
+    data: JSONBody[AddMessages],
+    application: App,
+    ctx: Ctx,
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key", description="a retry with the same key returns the first result"
+        ),
+    ] = None,
 ) -> Response[AppendReply]:
     result = await application.commands.add_messages(
         ctx,
@@ -202,17 +206,19 @@ async def add_messages(
 
 @get("/v1/sessions/{session_id:str}/messages", summary="A page of a session's messages")
 async def get_messages(
-    session_id: str,
-    application: Application,
-    ctx: Context,
-    at: Positions,
-    limit: int | None = Parameter(default=None, ge=0, description="page size; absent or 0: all"),
-    offset: int | None = Parameter(default=None, ge=0, description="skip that many, in the chosen order"),
-    order: Literal["asc", "desc"] = Parameter(
-        default="asc", description="asc: oldest first; desc: latest first"
-    ),
-    after: str | None = Parameter(default=None, description="next_cursor of the previous page"),
-    before: str | None = Parameter(default=None, description="page the other way"),
+    session_id: FromPath[str],
+    application: App,
+    ctx: Ctx,
+    at: At,
+    limit: Annotated[int | None, QueryParameter(ge=0, description="page size; absent or 0: all")] = None,
+    offset: Annotated[
+        int | None, QueryParameter(ge=0, description="skip that many, in the chosen order")
+    ] = None,
+    order: Annotated[
+        Literal["asc", "desc"], QueryParameter(description="asc: oldest first; desc: latest first")
+    ] = "asc",
+    after: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
+    before: Annotated[str | None, QueryParameter(description="page the other way")] = None,
 ) -> MessagesReply:
     page = await application.queries.messages(
         ctx, session_id, limit=limit, offset=offset, order=order, after=after, before=before, at=at
@@ -227,7 +233,7 @@ async def get_messages(
     "/v1/users/{user_id:str}/memory/{key:str}", summary="Save a memory (user-scoped, or scoped to a session)"
 )
 async def save_memory(
-    user_id: str, key: str, data: MemoryPut, application: Application, ctx: Context
+    user_id: FromPath[str], key: FromPath[str], data: JSONBody[MemoryPut], application: App, ctx: Ctx
 ) -> Response[MemorySaveReply]:
     result = await application.commands.save_memory(ctx, user_id, key, data.value, data.session_id)
     application.metrics.observe_appends("save_memory", [result])
@@ -244,15 +250,15 @@ async def save_memory(
 
 @get("/v1/users/{user_id:str}/memory", summary="A user's memory")
 async def get_memory(
-    user_id: str,
-    application: Application,
-    ctx: Context,
-    at: Positions,
-    session_id: str | None = Parameter(default=None, description="that session's scope"),
-    merged: bool = Parameter(
-        default=False, description="with session_id: both scopes, the session's value winning"
-    ),
-    key: str | None = Parameter(default=None, description="only this key"),
+    user_id: FromPath[str],
+    application: App,
+    ctx: Ctx,
+    at: At,
+    session_id: Annotated[str | None, QueryParameter(description="that session's scope")] = None,
+    merged: Annotated[
+        bool, QueryParameter(description="with session_id: both scopes, the session's value winning")
+    ] = False,
+    key: Annotated[str | None, QueryParameter(description="only this key")] = None,
 ) -> MemoriesReply:
     if merged and session_id is None:
         raise BadRequest("merged=true needs a session_id", code="merged_needs_session")
@@ -264,11 +270,13 @@ async def get_memory(
 
 @delete("/v1/users/{user_id:str}/memory/{key:str}", status_code=200, summary="Delete a memory key")
 async def delete_memory(
-    user_id: str,
-    key: str,
-    application: Application,
-    ctx: Context,
-    session_id: str | None = Parameter(default=None, description="the session scope; absent: the user scope"),
+    user_id: FromPath[str],
+    key: FromPath[str],
+    application: App,
+    ctx: Ctx,
+    session_id: Annotated[
+        str | None, QueryParameter(description="the session scope; absent: the user scope")
+    ] = None,
 ) -> Response[MemoryDeleteReply]:
     result = await application.commands.delete_memory(ctx, user_id, key, session_id)
     application.metrics.observe_appends("delete_memory", [result])
@@ -277,7 +285,7 @@ async def delete_memory(
 
 
 @delete("/v1/users/{user_id:str}/memory", status_code=200, summary="Clear a user's memory in every scope")
-async def clear_memory(user_id: str, application: Application, ctx: Context) -> Response[ClearReply]:
+async def clear_memory(user_id: FromPath[str], application: App, ctx: Ctx) -> Response[ClearReply]:
     cleared = await application.commands.clear_memory(ctx, user_id)
     application.metrics.observe_appends("clear_memory", cleared.results)
     pos = positions_of(*cleared.results)
@@ -289,7 +297,7 @@ async def clear_memory(user_id: str, application: Application, ctx: Context) -> 
 
 @post("/v1/events", status_code=200, summary="Publish a batch of events from another service")
 async def publish_events(
-    data: PublishRequest, application: Application, ctx: Context, request: Request[Any, Any, Any]
+    data: JSONBody[PublishRequest], application: App, ctx: Ctx, request: Request[Any, Any, Any]
 ) -> Response[PublishReply]:
     """One atomic append per aggregate, in the order the aggregates first appear; the log checks every rule.
     The first refused aggregate stops the batch (the problem says which were appended); retrying the whole
@@ -323,24 +331,24 @@ async def publish_events(
     return _written(PublishReply(results=out), positions_of(*results))
 
 
-def _audit_filter(ctx: Context, **kw: Any) -> AuditFilter:
+def _audit_filter(ctx: Ctx, **kw: Any) -> AuditFilter:
     return AuditFilter(tenant=ctx.tenant, **kw)
 
 
 @get("/v1/events", summary="The audit trail: archived events with their envelopes, oldest first")
 async def audit_events(
-    application: Application,
-    ctx: Context,
-    at: Positions,
-    type: list[str] | None = Parameter(default=None, description="event types (repeatable)"),  # noqa: B008
-    user_id: str | None = None,
-    session_id: str | None = None,
-    actor_kind: str | None = None,
-    actor_id: str | None = None,
-    since: datetime | None = Parameter(default=None, description="recorded_at >= since (RFC 3339)"),  # noqa: B008
-    until: datetime | None = Parameter(default=None, description="recorded_at < until (RFC 3339)"),  # noqa: B008
-    limit: int | None = Parameter(default=None, ge=0, le=1000, description="page size (default 100)"),
-    after: str | None = None,
+    application: App,
+    ctx: Ctx,
+    at: At,
+    type: Annotated[list[str] | None, QueryParameter(description="event types (repeatable)")] = None,
+    user_id: FromQuery[str | None] = None,
+    session_id: FromQuery[str | None] = None,
+    actor_kind: FromQuery[str | None] = None,
+    actor_id: FromQuery[str | None] = None,
+    since: Annotated[datetime | None, QueryParameter(description="recorded_at >= since (RFC 3339)")] = None,
+    until: Annotated[datetime | None, QueryParameter(description="recorded_at < until (RFC 3339)")] = None,
+    limit: Annotated[int | None, QueryParameter(ge=0, le=1000, description="page size (default 100)")] = None,
+    after: FromQuery[str | None] = None,
 ) -> AuditReply:
     flt = _audit_filter(
         ctx,
@@ -358,17 +366,17 @@ async def audit_events(
 
 @get("/v1/sessions/{session_id:str}/events", summary="The audit trail of one session")
 async def session_events(
-    session_id: str,
-    application: Application,
-    ctx: Context,
-    at: Positions,
-    type: list[str] | None = Parameter(default=None, description="event types (repeatable)"),  # noqa: B008
-    actor_kind: str | None = None,
-    actor_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    limit: int | None = Parameter(default=None, ge=0, le=1000),
-    after: str | None = None,
+    session_id: FromPath[str],
+    application: App,
+    ctx: Ctx,
+    at: At,
+    type: Annotated[list[str] | None, QueryParameter(description="event types (repeatable)")] = None,
+    actor_kind: FromQuery[str | None] = None,
+    actor_id: FromQuery[str | None] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+    limit: Annotated[int | None, QueryParameter(ge=0, le=1000)] = None,
+    after: FromQuery[str | None] = None,
 ) -> AuditReply:
     flt = _audit_filter(
         ctx,
@@ -396,12 +404,12 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: the log and the read model reachable, migrations applied",
     include_in_schema=False,
 )
-async def readyz(application: Application) -> dict[str, Any]:
+async def readyz(application: App) -> dict[str, Any]:
     return {"status": "ready", "checks": await application.readiness()}
 
 
 @get("/metrics", include_in_schema=False)
-async def metrics(application: Application) -> Response[bytes]:
+async def metrics(application: App) -> Response[bytes]:
     from .metrics import CONTENT_TYPE_LATEST
 
     await application.refresh_metrics()
