@@ -41,17 +41,15 @@ end
 local function put(ep, u, o) redis.call('SET', KEYS[1], string.format('%d %d %s', ep, u, o)) end
 """
 
-# ARGV: owner, ttl_ms, min_epoch, force ('1' takes the lease even from a live owner).
+# ARGV: owner, ttl_ms, min_epoch, force ('1' takes the lease even from a live owner). Acquiring a lease one
+# already holds also bumps the epoch: a caller that acquires has lost track of it (a restart under the same
+# worker id), and whatever incarnation still writes with the old epoch must be fenced. Renew extends.
 # Reply: {epoch, until_ms, owner, now}: the lease after the call; the caller owns it iff the owner matches.
 _ACQUIRE = (
     _PRELUDE
     + """
 local me, ttl, min_epoch = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if owner == me and until_ms > now then
-  put(epoch, now + ttl, me)
-  return {epoch, now + ttl, me, now}
-end
-if owner and until_ms > now and ARGV[4] ~= '1' then
+if owner and owner ~= me and until_ms > now and ARGV[4] ~= '1' then
   return {epoch, until_ms, owner, now}
 end
 -- A change of hands: the epoch grows, and stays above any epoch the read model has already seen.
@@ -144,7 +142,10 @@ def rebalance_plan(
     want = quota(worker_id, workers, partitions)
     if len(mine) > want:
         return mine[want:], []
-    free = [p for p in range(partitions) if p not in mine and not states[p].live]
+    # A live lease in this worker's name that it does not hold is a previous incarnation's: take it back.
+    free = [
+        p for p in range(partitions) if p not in mine and (not states[p].live or states[p].owner == worker_id)
+    ]
     if len(mine) == want or not free:
         return [], []
     start = (workers.index(worker_id) * partitions // len(workers)) if worker_id in workers else 0

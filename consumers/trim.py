@@ -73,7 +73,9 @@ async def trim_partitions(
                 window = f"{max(0, now_ms - int(keep_seconds * 1000))}-0"
                 if position_key(window) < position_key(min_id):
                     min_id = window
-            removed = int(await log.redis.xtrim(key, minid=min_id)) if min_id is not None else 0
+            removed = (
+                int(await log.redis.xtrim(key, minid=min_id, approximate=False)) if min_id is not None else 0
+            )
             result = TrimResult(
                 partition=p,
                 checkpoint=cp.position if cp else None,

@@ -24,12 +24,14 @@ async def test_acquire_is_exclusive_and_renew_extends(event_log: EventLog) -> No
     lease = await a.acquire(3)
     assert lease is not None and lease.epoch == 1 and lease.owner == "a"
     assert await b.acquire(3) is None
-    again = await a.acquire(3)  # re-acquiring one's own live lease keeps the epoch
-    assert again is not None and again.epoch == 1
     renewed = await a.renew(lease)
     assert renewed is not None and renewed.epoch == 1 and renewed.until_ms >= lease.until_ms
     states = await b.states()
     assert states[3].owner == "a" and states[3].live and states[3].epoch == 1
+    # Acquiring again (a restart under the same id) fences the previous incarnation with a new epoch.
+    again = await a.acquire(3)
+    assert again is not None and again.epoch == 2
+    assert await a.renew(lease) is None
     assert not states[2].live and states[2].owner is None
 
 
