@@ -305,7 +305,8 @@ async def publish_events(
     decoded = []
     strict_tenant = "x-tenant-id" in request.headers
     for i, raw in enumerate(data.events):
-        event = decode_event(msgspec.json.encode(raw))
+        tag = raw.get("type")
+        event = decode_event(msgspec.json.encode(raw), tag if isinstance(tag, str) else None)
         if strict_tenant and event.tenant != ctx.tenant:
             raise BadRequest(
                 f"event {i} is for tenant {event.tenant!r}, not {ctx.tenant!r}", code="tenant_mismatch"

@@ -1,0 +1,246 @@
+"""Every refusal is problem+json with a stable code and a message; never a stack trace, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from events import LogSettings
+from events.settings import Limits
+from service.app import Application
+from service.http import create_app
+
+from .conftest import close_application, make_application
+from .helpers import CONVERSATION, assert_problem
+
+
+async def new_session(http: httpx.AsyncClient, user: str = "alice", sid: str | None = None) -> str:
+    body = {"user_id": user, **({"session_id": sid} if sid else {})}
+    r = await http.post("/v1/sessions", json=body)
+    assert r.status_code in (200, 201), r.text
+    return str(r.json()["session_id"])
+
+
+async def test_unknown_and_deleted_sessions(http: httpx.AsyncClient) -> None:
+    assert_problem(await http.get("/v1/sessions/nope"), 404, "session_not_found")
+    assert_problem(await http.get("/v1/sessions/nope/messages"), 404, "session_not_found")
+    assert_problem(await http.get("/v1/sessions/nope/events"), 404, "session_not_found")
+    msg = {"messages": [{"role": "user", "content": "hi"}]}
+    assert_problem(await http.post("/v1/sessions/nope/messages", json=msg), 404, "session_not_found")
+    assert_problem(await http.delete("/v1/sessions/nope"), 404, "session_not_found")
+    assert_problem(
+        await http.put("/v1/users/alice/memory/k", json={"value": 1, "session_id": "nope"}),
+        404,
+        "memory_session_not_found",
+    )
+    assert_problem(
+        await http.get("/v1/users/alice/memory", params={"session_id": "nope"}), 404, "session_not_found"
+    )
+
+    sid = await new_session(http)
+    assert (await http.delete(f"/v1/sessions/{sid}")).status_code == 200
+    assert_problem(await http.get(f"/v1/sessions/{sid}"), 410, "session_deleted")
+    assert_problem(await http.post(f"/v1/sessions/{sid}/messages", json=msg), 410, "session_deleted")
+    assert_problem(await http.delete(f"/v1/sessions/{sid}"), 410, "session_deleted")
+    assert_problem(
+        await http.post("/v1/sessions", json={"user_id": "alice", "session_id": sid}), 410, "session_deleted"
+    )
+    assert_problem(
+        await http.put("/v1/users/alice/memory/k", json={"value": 1, "session_id": sid}),
+        410,
+        "session_deleted",
+    )
+
+
+async def test_another_users_session_is_refused(http: httpx.AsyncClient) -> None:
+    sid = await new_session(http, "alice")
+    assert_problem(
+        await http.post("/v1/sessions", json={"user_id": "mallory", "session_id": sid}),
+        403,
+        "session_owned_by_another_user",
+    )
+    assert_problem(
+        await http.put("/v1/users/mallory/memory/k", json={"value": 1, "session_id": sid}),
+        403,
+        "memory_session_not_owned",
+    )
+    assert_problem(
+        await http.get("/v1/users/mallory/memory", params={"session_id": sid}),
+        403,
+        "memory_session_not_owned",
+    )
+
+
+async def test_a_stale_expected_version_is_a_conflict_with_the_current_version(
+    http: httpx.AsyncClient,
+) -> None:
+    sid = await new_session(http)
+    msg = {"messages": [{"role": "user", "content": "hi"}], "expected_version": 1}
+    assert (await http.post(f"/v1/sessions/{sid}/messages", json=msg)).status_code == 201
+    body = assert_problem(await http.post(f"/v1/sessions/{sid}/messages", json=msg), 409, "version_conflict")
+    assert body["current_version"] == 2 and body["expected_version"] == 1
+    assert (await http.get(f"/v1/sessions/{sid}/messages")).json()["total"] == 1  # nothing half-written
+
+
+async def test_broken_conversations_are_refused_whole(http: httpx.AsyncClient) -> None:
+    sid = await new_session(http)
+    url = f"/v1/sessions/{sid}/messages"
+    cases = [
+        ([{"role": "tool", "tool_call_id": "ghost", "content": "x"}], "unknown_tool_call"),
+        ([{"role": "user", "tool_calls": CONVERSATION[2]["tool_calls"]}], "tool_calls_not_allowed"),
+        ([{"role": "tool", "content": "x"}], "tool_call_id_required"),
+        ([{"role": "assistant"}], "missing_content"),
+        (
+            [*CONVERSATION[2:4], {"role": "tool", "tool_call_id": "call_1", "content": "again"}],
+            "tool_call_already_answered",
+        ),
+    ]
+    for messages, code in cases:
+        assert_problem(await http.post(url, json={"messages": messages}), 422, code)
+    assert (await http.get(url)).json()["total"] == 0
+
+
+async def test_malformed_requests_are_400(http: httpx.AsyncClient) -> None:
+    sid = await new_session(http)
+    assert_problem(await http.post("/v1/sessions", json={"user_id": 5}), 400, "invalid_request")
+    assert_problem(await http.post("/v1/sessions", json={}), 400, "invalid_request")
+    assert_problem(await http.post("/v1/sessions", json={"user_id": ""}), 400, "invalid_request")
+    assert_problem(
+        await http.post("/v1/sessions", json={"user_id": "a", "surprise": 1}), 400, "invalid_request"
+    )
+    r = await http.post("/v1/sessions", content=b"{not json", headers={"content-type": "application/json"})
+    assert_problem(r, 400, "invalid_request")
+    url = f"/v1/sessions/{sid}/messages"
+    assert_problem(await http.post(url, json={"messages": []}), 400, "invalid_request")
+    assert_problem(
+        await http.post(url, json={"messages": [{"role": "robot", "content": "x"}]}), 400, "invalid_request"
+    )
+    assert_problem(
+        await http.post(url, json={"messages": [{"role": "user", "content": "x"}], "expected_version": -1}),
+        400,
+        "invalid_request",
+    )
+    assert_problem(await http.get(url, params={"limit": -1}), 400, "invalid_request")
+    assert_problem(await http.get(url, params={"order": "sideways"}), 400, "invalid_request")
+    assert_problem(await http.get(url, params={"after": "garbage"}), 400, "invalid_cursor")
+    assert_problem(await http.get(url, params={"min_position": "yesterday"}), 400, "invalid_position")
+    assert_problem(await http.get(url, headers={"X-Session-Position": "3:x"}), 400, "invalid_position")
+    assert_problem(
+        await http.get("/v1/users/alice/memory", params={"merged": "true"}), 400, "merged_needs_session"
+    )
+    assert_problem(
+        await http.put("/v1/users/alice/memory/k", json={"session_id": sid}), 400, "invalid_request"
+    )
+    assert_problem(
+        await http.post(
+            url, json={"messages": [{"role": "user", "content": "x"}]}, headers={"X-Actor": "robot"}
+        ),
+        400,
+        "invalid_actor",
+    )
+    assert_problem(
+        await http.post(
+            url, json={"messages": [{"role": "user", "content": "x"}]}, headers={"Idempotency-Key": "k" * 300}
+        ),
+        400,
+        "invalid_idempotency_key",
+    )
+    assert_problem(
+        await http.post("/v1/events", json={"events": [{"type": "nope.v1"}]}), 422, "unknown_event_type"
+    )
+    assert_problem(
+        await http.post("/v1/events", json={"events": [{"type": "session.created.v1"}]}),
+        422,
+        "undecodable_event",
+    )
+    assert_problem(await http.get("/v1/nothing-here"), 404, "route_not_found")
+    assert_problem(await http.patch("/v1/sessions"), 405, "method_not_allowed")
+
+
+async def test_a_publish_batch_stops_at_the_first_refused_aggregate(http: httpx.AsyncClient) -> None:
+    events = [
+        {
+            "type": "session.created.v1",
+            "aggregate_kind": "session",
+            "aggregate_id": "pb-1",
+            "payload": {"user_id": "u"},
+        },
+        {
+            "type": "session.messages_added.v1",
+            "aggregate_kind": "session",
+            "aggregate_id": "pb-missing",
+            "payload": {"messages": [{"role": "user", "content": "x"}]},
+        },
+    ]
+    body = assert_problem(await http.post("/v1/events", json={"events": events}), 404, "session_not_found")
+    assert body["failed_aggregate"] == {"kind": "session", "id": "pb-missing"}
+    assert len(body["appended"]) == 1
+    tenant = await http.post("/v1/events", json={"events": events[:1]}, headers={"X-Tenant-Id": "other"})
+    assert_problem(tenant, 400, "tenant_mismatch")
+
+
+@pytest.fixture
+async def tiny_limits(key_prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
+    limits = Limits(max_content_bytes=64, max_messages=3, max_value_bytes=32, max_memory_keys=2)
+    app, log = await make_application(
+        "embedded",
+        key_prefix,
+        request,
+        log_settings=LogSettings(prefix=key_prefix, partitions=4, limits=limits),
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(app)), base_url="http://t"
+    ) as client:
+        yield client
+    await close_application(app, log, "embedded")
+
+
+async def test_limits_are_413(tiny_limits: httpx.AsyncClient) -> None:
+    http = tiny_limits
+    sid = await new_session(http)
+    url = f"/v1/sessions/{sid}/messages"
+    assert_problem(
+        await http.post(url, json={"messages": [{"role": "user", "content": "x" * 65}]}),
+        413,
+        "content_too_large",
+    )
+    assert_problem(
+        await http.post(url, json={"messages": [{"role": "user", "content": "x"}] * 4}),
+        413,
+        "too_many_messages",
+    )
+    assert_problem(
+        await http.put("/v1/users/alice/memory/k", json={"value": "v" * 40}), 413, "value_too_large"
+    )
+    for key in ("a", "b"):
+        assert (await http.put(f"/v1/users/alice/memory/{key}", json={"value": 1})).status_code == 200
+    body = assert_problem(
+        await http.put("/v1/users/alice/memory/c", json={"value": 1}), 413, "too_many_memory_keys"
+    )
+    assert body["limit"] == 2
+
+
+@pytest.fixture
+async def no_projector(key_prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[Application]:
+    app, log = await make_application("embedded", key_prefix, request, projector=False, read_timeout_s=0.05)
+    yield app
+    await close_application(app, log, "embedded")
+
+
+async def test_a_read_the_projection_cannot_serve_in_time_is_503_never_stale(
+    no_projector: Application,
+) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(no_projector)), base_url="http://t"
+    ) as http:
+        r = await http.post("/v1/sessions", json={"user_id": "alice", "session_id": "s1"})
+        # The session was appended, but nothing projects it: the read refuses rather than answer stale.
+        body = assert_problem(r, 503, "read_model_behind")
+        assert r.headers["retry-after"] == "1" and body["partitions"]
+        assert_problem(await http.get("/v1/sessions/s1/messages"), 503, "read_model_behind")
+        assert_problem(await http.get("/v1/users/alice/sessions"), 503, "read_model_behind")
+        assert "sessions_read_model_behind_total 3.0" in (await http.get("/metrics")).text
+        # Reads of what the log never had do not wait.
+        assert_problem(await http.get("/v1/sessions/other"), 404, "session_not_found")
