@@ -112,18 +112,6 @@ class Consistency:
             changed, self._changed = self._changed, None
             changed.set()
 
-    def lag(self, heads: Mapping[int, str | None]) -> dict[int, int]:
-        """Milliseconds each partition's head is ahead of what was last seen applied (0: caught up)."""
-        out = {}
-        for p, head in heads.items():
-            if head is None:
-                out[p] = 0
-                continue
-            h = position_key(head)
-            seen = self._seen.get(p, (0, 0))
-            out[p] = 0 if seen >= h else max(h[0] - seen[0], 0)
-        return out
-
     async def refresh(self) -> None:
         """Read the checkpoints once; concurrent callers share the one query."""
         if self._refreshing is not None:
