@@ -19,16 +19,16 @@ from service.app import Application
 from service.http import create_app
 from service.sdk import AsyncSessionsClient
 from service.settings import ServiceSettings
+from tests.fix_pg import PG_DSN
 from tests.fix_redis import delete_prefix, real_redis
 
 BACKENDS = ["embedded", "real"]
 
 
-async def open_postgres_read_model(dsn: str) -> ReadModel:
+async def open_postgres_read_model(schema: str) -> ReadModel:
     from projections.postgres import PostgresReadModel
 
-    model = await PostgresReadModel.open(dsn)
-    return model
+    return await PostgresReadModel.open(PG_DSN, schema)
 
 
 async def make_application(
@@ -46,7 +46,7 @@ async def make_application(
         read_model: ReadModel = InMemoryReadModel()
     else:
         log = EventLog(await real_redis(), settings)
-        read_model = await open_postgres_read_model(request.getfixturevalue("pg_dsn"))
+        read_model = await open_postgres_read_model(request.getfixturevalue("pg_schema"))
     await log.setup()
     app = Application(
         log,
