@@ -46,11 +46,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _with_schema(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
-
-
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=url) as client:
@@ -169,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.storage == "postgres":
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             conn.execute(f'CREATE SCHEMA "{schema}"')
-        env["DB_CONNECTION_STRING"] = _with_schema(args.dsn, schema)
+        env["DB_CONNECTION_STRING"] = args.dsn
+        env["SESSIONS_DB_SCHEMA"] = schema
     proc = subprocess.Popen(
         [sys.executable, "-c", "from service.cli import main; main()", "serve"],
         env=env,

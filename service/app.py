@@ -34,18 +34,14 @@ log = logging.getLogger("service.app")
 
 
 async def open_read_model(settings: ServiceSettings) -> ReadModel:
-    """The read model the settings name, ready to use (migrations applied for PostgreSQL)."""
+    """The read model the settings name, ready to use (PostgreSQL: migrations applied)."""
     if settings.storage == "memory":
         from projections.memory import InMemoryReadModel
 
         return InMemoryReadModel()
-    from projections.settings import ProjectionSettings
-    from projections.settings import open_read_model as open_projection
+    from projections.postgres import PostgresReadModel
 
-    proj = ProjectionSettings.from_env(
-        {"SESSION_STORAGE": "postgres", "DB_CONNECTION_STRING": settings.db_connection_string or ""}
-    )
-    return await open_projection(proj)
+    return await PostgresReadModel.open(settings.db_connection_string or "", settings.db_schema)
 
 
 async def _close(obj: Any) -> None:

@@ -6,6 +6,7 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSION_STORAGE``           ``memory``      ``memory``: in-memory read model; ``postgres``: PostgreSQL
 ``DB_CONNECTION_STRING``      (none)          PostgreSQL DSN, required with ``SESSION_STORAGE=postgres``
 ``REDIS_URL``                 (none)          the log's Redis; absent: an in-process fakeredis (embedded)
+``SESSIONS_DB_SCHEMA``        ``public``      the PostgreSQL schema of the read models
 ``SESSIONS_HTTP_HOST``        ``127.0.0.1``   address the HTTP API binds to
 ``SESSIONS_HTTP_PORT``        ``8052``        port of the HTTP API
 ``SESSIONS_PORT``             ``50052``       port of the gRPC API (started beside HTTP by ``sessions serve``)
@@ -38,6 +39,7 @@ ENV = {
     "storage": "SESSION_STORAGE",
     "db_connection_string": "DB_CONNECTION_STRING",
     "redis_url": "REDIS_URL",
+    "db_schema": "SESSIONS_DB_SCHEMA",
     "http_host": "SESSIONS_HTTP_HOST",
     "http_port": "SESSIONS_HTTP_PORT",
     "grpc_port": "SESSIONS_PORT",
@@ -54,6 +56,7 @@ _FALSE = {"0", "false", "no", "off"}
 class ServiceSettings:
     storage: Storage = "memory"
     db_connection_string: str | None = None
+    db_schema: str = "public"
     http_host: str = "127.0.0.1"
     http_port: int = 8052
     grpc_port: int = 50052
@@ -96,6 +99,7 @@ class ServiceSettings:
             return cls(
                 storage=(get("storage") or "memory").lower(),  # type: ignore[arg-type]
                 db_connection_string=get("db_connection_string"),
+                db_schema=get("db_schema") or "public",
                 http_host=get("http_host") or "127.0.0.1",
                 http_port=int(get("http_port") or 8052),
                 grpc_port=int(get("grpc_port") or 50052),
