@@ -34,14 +34,10 @@ log = logging.getLogger("service.app")
 
 
 async def open_read_model(settings: ServiceSettings) -> ReadModel:
-    """The read model the settings name, ready to use (PostgreSQL: migrations applied)."""
-    if settings.storage == "memory":
-        from projections.memory import InMemoryReadModel
+    """The read model the settings name, ready to use (PostgreSQL: pool open, migrations applied)."""
+    from projections.settings import open_read_model as open_configured
 
-        return InMemoryReadModel()
-    from projections.postgres import PostgresReadModel
-
-    return await PostgresReadModel.open(settings.db_connection_string or "", settings.db_schema)
+    return await open_configured(settings.read_model)
 
 
 async def _close(obj: Any) -> None:

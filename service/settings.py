@@ -16,7 +16,8 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
 ============================  ==============  ===============================================================
 
-Plus the log's: ``SESSIONS_PARTITIONS``, ``SESSIONS_REDIS_PREFIX``, ``SESSIONS_DEDUP_WINDOW_S`` and the
+Plus the read model's (``projections/settings.py``): ``SESSIONS_DB_POOL_MIN``, ``SESSIONS_DB_POOL_MAX``,
+``SESSIONS_DB_POOL_TIMEOUT_S``; and the log's: ``SESSIONS_PARTITIONS``, ``SESSIONS_REDIS_PREFIX``, ``SESSIONS_DEDUP_WINDOW_S`` and the
 ``SESSIONS_MAX_*`` limits (``events/settings.py``).
 """
 
@@ -25,21 +26,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from events.settings import LogSettings
+from projections.settings import ReadModelSettings
 
 from .errors import ConfigurationError
 
 __all__ = ["ENV", "ServiceSettings"]
 
-Storage = Literal["memory", "postgres"]
-
 ENV = {
+    # read by projections.settings.ReadModelSettings and events.settings.LogSettings:
     "storage": "SESSION_STORAGE",
     "db_connection_string": "DB_CONNECTION_STRING",
-    "redis_url": "REDIS_URL",
     "db_schema": "SESSIONS_DB_SCHEMA",
+    "redis_url": "REDIS_URL",
+    # read here:
     "http_host": "SESSIONS_HTTP_HOST",
     "http_port": "SESSIONS_HTTP_PORT",
     "grpc_port": "SESSIONS_PORT",
@@ -54,9 +55,6 @@ _FALSE = {"0", "false", "no", "off"}
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
-    storage: Storage = "memory"
-    db_connection_string: str | None = None
-    db_schema: str = "public"
     http_host: str = "127.0.0.1"
     http_port: int = 8052
     grpc_port: int = 50052
@@ -65,19 +63,15 @@ class ServiceSettings:
     default_tenant: str = "default"
     log_level: str = "info"
     log: LogSettings = field(default_factory=LogSettings)
+    read_model: ReadModelSettings = field(default_factory=ReadModelSettings)
 
     def __post_init__(self) -> None:
-        if self.storage not in ("memory", "postgres"):
-            raise ConfigurationError(
-                f"SESSION_STORAGE must be 'memory' or 'postgres', not {self.storage!r}",
-                code="invalid_setting",
-            )
-        if self.storage == "postgres" and not self.db_connection_string:
-            raise ConfigurationError(
-                "SESSION_STORAGE=postgres needs DB_CONNECTION_STRING", code="missing_db_connection_string"
-            )
         if self.read_timeout_s <= 0:
             raise ConfigurationError("SESSIONS_READ_TIMEOUT_S must be positive", code="invalid_setting")
+
+    @property
+    def storage(self) -> str:
+        return self.read_model.storage
 
     @property
     def redis_url(self) -> str | None:
@@ -97,9 +91,6 @@ class ServiceSettings:
 
         try:
             return cls(
-                storage=(get("storage") or "memory").lower(),  # type: ignore[arg-type]
-                db_connection_string=get("db_connection_string"),
-                db_schema=get("db_schema") or "public",
                 http_host=get("http_host") or "127.0.0.1",
                 http_port=int(get("http_port") or 8052),
                 grpc_port=int(get("grpc_port") or 50052),
@@ -108,6 +99,7 @@ class ServiceSettings:
                 default_tenant=get("default_tenant") or "default",
                 log_level=(get("log_level") or "info").lower(),
                 log=LogSettings.from_env(env),
+                read_model=ReadModelSettings.from_env(env),
             )
         except ValueError as e:
             raise ConfigurationError(f"a setting is not a valid number: {e}", code="invalid_setting") from e

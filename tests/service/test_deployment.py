@@ -73,6 +73,7 @@ def test_settings_read_the_environment() -> None:
         }
     )
     assert not s.embedded and s.storage == "postgres" and s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.read_model.dsn == "postgresql://x@127.0.0.1/db" and s.read_model.schema == "public"
     assert (s.http_port, s.grpc_port, s.read_timeout_s, s.projector, s.log.partitions) == (
         9000,
         9001,
@@ -86,7 +87,7 @@ def test_settings_read_the_environment() -> None:
     ("env", "code"),
     [
         ({"SESSION_STORAGE": "postgres"}, "missing_db_connection_string"),
-        ({"SESSION_STORAGE": "mongo"}, "invalid_setting"),
+        ({"SESSION_STORAGE": "mongo"}, "invalid_storage"),
         ({"SESSIONS_HTTP_PORT": "eighty"}, "invalid_setting"),
         ({"SESSIONS_READ_TIMEOUT_S": "0"}, "invalid_setting"),
     ],
