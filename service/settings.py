@@ -17,8 +17,8 @@ Every environment variable the service reads is named here (the log's own are in
 ============================  ==============  ===============================================================
 
 Plus the read model's (``projections/settings.py``): ``SESSIONS_DB_POOL_MIN``, ``SESSIONS_DB_POOL_MAX``,
-``SESSIONS_DB_POOL_TIMEOUT_S``; and the log's: ``SESSIONS_PARTITIONS``, ``SESSIONS_REDIS_PREFIX``, ``SESSIONS_DEDUP_WINDOW_S`` and the
-``SESSIONS_MAX_*`` limits (``events/settings.py``).
+``SESSIONS_DB_POOL_TIMEOUT_S``; and the log's (``events/settings.py``): ``SESSIONS_PARTITIONS``,
+``SESSIONS_REDIS_PREFIX``, ``SESSIONS_DEDUP_WINDOW_S`` and the ``SESSIONS_MAX_*`` limits.
 """
 
 from __future__ import annotations
