@@ -151,6 +151,9 @@ class InMemoryReadModel:
         self._clock = clock
         self._shadow: InMemoryReadModel | None = None
 
+    async def close(self) -> None:
+        """Nothing to release (the same call as the PostgreSQL read model's)."""
+
     # -- queries ---------------------------------------------------------------------------------------
     async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
         return self._t.sessions.get((tenant, session_id))

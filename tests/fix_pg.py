@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,16 +25,26 @@ def check_pg() -> None:
         pytest.fail(f"PostgreSQL at {PG_DSN} is unreachable ({e}); start it with:\n  {START_PG}")
 
 
+def drop_schemas(schema: str) -> None:
+    """Drop the schema and the ones derived from it (a rebuild's ``<schema>__rebuild``, ...)."""
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+            [schema, schema.replace("_", r"\_") + r"\_\_%"],
+        ).fetchall()
+        for (name,) in rows:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    """A fresh, empty schema; dropped afterwards."""
+    """A fresh, empty schema; dropped afterwards (with any ``<schema>__*`` schema a test derived from it)."""
     check_pg()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     yield schema
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    drop_schemas(schema)
 
 
 @pytest.fixture
@@ -41,3 +52,13 @@ def pg_dsn(pg_schema: str) -> str:
     """A DSN whose connections use the test's own schema."""
     sep = "&" if "?" in PG_DSN else "?"
     return f"{PG_DSN}{sep}options=-csearch_path%3D{pg_schema}"
+
+
+@pytest.fixture
+async def pg_read_model(pg_schema: str) -> AsyncIterator[Any]:
+    """A ``projections.postgres.PostgresReadModel`` on the test's schema, migrated, with its own pool."""
+    from projections.postgres import PostgresReadModel
+
+    rm = await PostgresReadModel.open(PG_DSN, pg_schema, min_size=1, max_size=4)
+    yield rm
+    await rm.close()

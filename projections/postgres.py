@@ -1,0 +1,518 @@
+"""The PostgreSQL read model: ``projections.api.ReadModel`` over a ``psycopg_pool.AsyncConnectionPool``.
+
+Write side. ``apply_batch`` is ONE transaction of a fixed number of round trips, whatever the batch size:
+
+1. (pipelined) make sure the checkpoint row exists and lock it; load the sessions and memory keys the batch
+   touches;
+2. check the compare-and-set (position and epoch) in Python, then fold the batch over the loaded state with
+   the pure ``projections.apply.Changes`` (a poison entry raises here: nothing was written);
+3. (pipelined) purge, clear, delete, upsert memories and sessions with one array statement each, and move the
+   checkpoint with a conditional UPDATE (the compare-and-set stated in SQL);
+4. COPY the messages and the archive rows; COMMIT.
+
+The (aggregate, version) guard is the second line behind the compare-and-set: round trip 1 also looks the
+batch's event ids and aggregate versions up in the archive; entries already applied (the same event at the
+same version: a checkpoint behind its data) are skipped (``BatchOutcome.skipped``), and another event at an
+applied version, or a reused event id, is ``PoisonEvent``. The archive's UNIQUE constraints on the same
+columns catch a concurrent writer under another projection name; the batch then runs again.
+
+Errors: a connection that cannot be had or breaks raises ``ReadModelUnavailable`` (an ``Unavailable``:
+retry); the transaction is rolled back whole, so a batch is never torn. If the COMMIT's reply is what was
+lost, the retry finds the checkpoint moved and gets ``FencedOut``, and the projector reloads the checkpoint.
+
+Connections are autocommit (a read is one round trip, with no BEGIN/COMMIT); writes open a transaction.
+JSON columns are decoded once, by psycopg, with msgspec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.json import set_json_loads
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from events.codec import RawEntry
+from events.schema import AnyEvent, MemorySaved
+
+from . import store
+from .api import (
+    PROJECTION,
+    AuditFilter,
+    AuditPage,
+    BatchOutcome,
+    Checkpoint,
+    DeadLetter,
+    MemoryRecord,
+    MessagePage,
+    Order,
+    SessionPage,
+    SessionRecord,
+    position_key,
+)
+from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, decode, guard
+from .errors import AlreadyApplied, FencedOut, ReadModelError, ReadModelUnavailable
+from .migrations import migrate
+from .paging import audit_cursor, message_window, parse_session_cursor, session_cursor
+from .store import Statements
+
+__all__ = ["Conn", "Pool", "PostgresReadModel", "configure_connection"]
+
+Conn = psycopg.AsyncConnection[tuple[Any, ...]]
+Pool = AsyncConnectionPool[Conn]
+
+_GUARD_RETRIES = 3
+
+
+async def configure_connection(conn: Conn) -> None:
+    """Per connection of the pool: JSON decoded by msgspec, times in UTC."""
+    set_json_loads(msgspec.json.decode, conn)
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _unavailable(e: Exception) -> ReadModelUnavailable:
+    return ReadModelUnavailable(f"the read model's PostgreSQL is unavailable: {e}")
+
+
+class _Loaded:
+    """The state a batch reads (``projections.apply.State``), loaded in its first round trip."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[SessionKey, SessionRecord] = {}
+        self.memories: dict[MemoryKey, MemoryRecord] = {}
+
+    def session(self, key: SessionKey) -> SessionRecord | None:
+        return self.sessions.get(key)
+
+    def memory(self, key: MemoryKey) -> MemoryRecord | None:
+        return self.memories.get(key)
+
+
+def _split(position: str | None) -> tuple[int | None, int | None]:
+    """A position as the two columns; the start (None, "", "0-0") is NULL."""
+    if not position or position_key(position) == (0, 0):
+        return (None, None)
+    return store.split_position(position)
+
+
+def _touched(events: Sequence[AnyEvent]) -> tuple[list[SessionKey], list[MemoryKey]]:
+    sessions: dict[SessionKey, None] = {}
+    memories: dict[MemoryKey, None] = {}
+    for ev in events:
+        if ev.aggregate_kind == "session":
+            sessions[(ev.tenant, ev.aggregate_id)] = None
+        if isinstance(ev, MemorySaved):
+            p = ev.payload
+            if p.session_id is not None:
+                sessions[(ev.tenant, p.session_id)] = None
+            memories[(ev.tenant, p.user_id, p.session_id or USER_SCOPE, p.key)] = None
+    return list(sessions), list(memories)
+
+
+class PostgresReadModel:
+    """The read model in one PostgreSQL schema (migrated: see ``projections.migrations.migrate``)."""
+
+    def __init__(self, pool: Pool, schema: str = "public", *, owns_pool: bool = False) -> None:
+        self.pool = pool
+        self.schema = schema
+        self.sql = Statements(schema)
+        self._owns_pool = owns_pool
+
+    @classmethod
+    async def open(
+        cls,
+        conninfo: str,
+        schema: str = "public",
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        run_migrations: bool = True,
+    ) -> PostgresReadModel:
+        """A pool of its own (closed by ``close``), with the schema migrated first."""
+        pool: Pool = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            configure=configure_connection,
+            open=False,
+        )
+        try:
+            await pool.open(wait=True, timeout=timeout)
+            if run_migrations:
+                await migrate(pool, schema)
+        except (PoolTimeout, psycopg.OperationalError) as e:
+            await pool.close()
+            raise _unavailable(e) from e
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, schema, owns_pool=True)
+
+    async def close(self) -> None:
+        if self._owns_pool:
+            await self.pool.close()
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A connection; driver failures become ``ReadModelUnavailable`` or ``ReadModelError``."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed) as e:
+            raise _unavailable(e) from e
+        except (
+            pg_errors.InternalError
+        ) as e:  # e.g. a table dropped under a waiting statement (a rebuild switch)
+            raise _unavailable(e) from e
+        except (pg_errors.UniqueViolation, pg_errors.SerializationFailure, pg_errors.DeadlockDetected):
+            raise
+        except psycopg.Error as e:
+            raise ReadModelError(f"the read model's query failed: {e}") from e
+
+    # -- queries ---------------------------------------------------------------------------------------
+    async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
+        async with self._conn() as conn:
+            row = await (await conn.execute(self.sql.get_session, [tenant, session_id])).fetchone()
+        return store.session_record(row) if row else None
+
+    async def list_sessions(
+        self, tenant: str, user_id: str, *, limit: int = 50, after: str | None = None
+    ) -> SessionPage:
+        params: list[Any]
+        if after is None:
+            query, params = self.sql.list_sessions, [tenant, user_id]
+        else:
+            us, sid = parse_session_cursor(after)
+            query, params = self.sql.list_sessions_after, [tenant, user_id, store.from_us(us), sid]
+        query += " ORDER BY updated_at DESC, session_id DESC"
+        if limit > 0:
+            query += " LIMIT %s"
+            params.append(limit + 1)
+        async with self._conn() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        sessions = [store.session_record(r) for r in rows]
+        more = limit > 0 and len(sessions) > limit
+        sessions = sessions[:limit] if limit > 0 else sessions
+        last = sessions[-1] if more else None
+        return SessionPage(
+            sessions=sessions,
+            next_cursor=session_cursor(last.updated_at, last.session_id) if last else None,
+        )
+
+    async def get_messages(
+        self,
+        tenant: str,
+        session_id: str,
+        *,
+        limit: int | None = None,
+        offset: int | None = None,
+        order: Order = "asc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> MessagePage:
+        async with self._conn() as conn:
+            row = await (await conn.execute(self.sql.message_count, [tenant, session_id])).fetchone()
+            count = 0 if row is None or row[1] else int(row[0])
+            w = message_window(count, limit=limit, offset=offset, order=order, after=after, before=before)
+            if w.empty:
+                return MessagePage(messages=[], total=count)
+            query = self.sql.messages + (" DESC" if w.descending else "")
+            rows = await (await conn.execute(query, [tenant, session_id, w.first, w.last])).fetchall()
+        return MessagePage(
+            messages=[store.message_record(r) for r in rows], total=count, next_cursor=w.next_cursor
+        )
+
+    async def get_memory(
+        self,
+        tenant: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        merged: bool = False,
+        key: str | None = None,
+    ) -> dict[str, MemoryRecord]:
+        scopes = [USER_SCOPE] if session_id is None else [USER_SCOPE, session_id] if merged else [session_id]
+        query, params = self.sql.memory, [tenant, user_id, scopes]
+        if key is not None:
+            query += " AND key = %s"
+            params.append(key)
+        async with self._conn() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        out: dict[str, MemoryRecord] = {}
+        for scope in scopes:  # the session scope last: it wins
+            for r in rows:
+                if r[0] == scope:
+                    out[r[1]] = store.memory_record(user_id, r)
+        return dict(sorted(out.items()))
+
+    async def audit(self, flt: AuditFilter, *, limit: int = 100, after: str | None = None) -> AuditPage:
+        where, params = store.audit_where(flt, after)
+        query = f"SELECT {store.AUDIT_COLUMNS} FROM {self.sql.q}.event_archive WHERE {where}"
+        query += " ORDER BY pos_ms, partition, pos_seq"
+        if limit > 0:
+            query += " LIMIT %s"
+            params.append(limit + 1)
+        async with self._conn() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        more = limit > 0 and len(rows) > limit
+        rows = rows[:limit] if limit > 0 else rows
+        cursor = audit_cursor((rows[-1][1], rows[-1][0], rows[-1][2])) if more else None
+        return AuditPage(events=[store.audit_record(r) for r in rows], next_cursor=cursor)
+
+    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
+        async with self._conn() as conn:
+            rows = await (await conn.execute(self.sql.checkpoints, [projection])).fetchall()
+        return {r[0]: store.checkpoint(r) for r in rows}
+
+    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
+        query = self.sql.dead_letters + ("" if include_retried else " WHERE NOT retried") + " ORDER BY id"
+        params: list[Any] = []
+        if limit > 0:
+            query += " LIMIT %s"
+            params.append(limit)
+        async with self._conn() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        return [store.dead_letter(r) for r in rows]
+
+    # -- write side ------------------------------------------------------------------------------------
+    async def _lock_checkpoint(
+        self, conn: Conn, projection: str, partition: int, expected: str | None, epoch: int
+    ) -> None:
+        """Lock the checkpoint row (created if missing) and check the compare-and-set."""
+        await conn.execute(self.sql.checkpoint_row, [projection, partition])
+        cur = await conn.execute(self.sql.lock_checkpoint, [projection, partition])
+        self._check_cas(await cur.fetchone(), partition, expected, epoch)
+
+    @staticmethod
+    def _check_cas(row: tuple[Any, ...] | None, partition: int, expected: str | None, epoch: int) -> None:
+        assert row is not None
+        stored, stored_epoch = store.position_str(row[0], row[1]), int(row[2])
+        if stored_epoch > epoch:
+            raise FencedOut(
+                f"partition {partition} is fenced: its checkpoint was written with epoch {stored_epoch},"
+                f" newer than {epoch}",
+                partition=partition,
+                epoch=epoch,
+                stored_epoch=stored_epoch,
+                position=stored,
+            )
+        if position_key(stored) != position_key(expected):
+            raise FencedOut(
+                f"the checkpoint of partition {partition} is at {stored or 'the start'}, not at"
+                f" {expected or 'the start'}: another writer moved it",
+                partition=partition,
+                expected=expected,
+                position=stored,
+                epoch=epoch,
+                stored_epoch=stored_epoch,
+            )
+
+    async def _move_checkpoint(
+        self,
+        conn: Conn,
+        projection: str,
+        partition: int,
+        expected: str | None,
+        position: str | None,
+        epoch: int,
+    ) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+        """The compare-and-set UPDATE; check its result with ``_moved`` (after the pipeline's sync)."""
+        new = _split(position)
+        return await conn.execute(
+            self.sql.move_checkpoint, [*new, epoch, projection, partition, epoch, *_split(expected)]
+        )
+
+    @staticmethod
+    def _moved(cur: psycopg.AsyncCursor[tuple[Any, ...]], partition: int) -> None:
+        if cur.rowcount != 1:  # cannot happen while the row is locked; stated for the reader
+            raise FencedOut(f"the checkpoint of partition {partition} moved", partition=partition)
+
+    async def apply_batch(
+        self,
+        partition: int,
+        entries: Sequence[RawEntry],
+        *,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> BatchOutcome:
+        check_batch(partition, entries, expected)
+        events = [decode(e) for e in entries]  # poison is found before any I/O
+        for _ in range(_GUARD_RETRIES):
+            try:
+                return await self._apply(partition, entries, events, expected, epoch, projection)
+            except pg_errors.UniqueViolation as e:
+                # A concurrent writer under another projection name committed some of these events after
+                # our guard lookup: run again, and the lookup finds them.
+                if e.diag.constraint_name not in (store.GUARD_CONSTRAINT, store.EVENT_ID_CONSTRAINT):
+                    raise ReadModelError(f"the batch broke a constraint: {e}") from e
+        raise AlreadyApplied(
+            f"partition {partition}: the (aggregate, version) guard kept refusing the batch",
+            partition=partition,
+        )
+
+    async def _apply(
+        self,
+        partition: int,
+        entries: Sequence[RawEntry],
+        events: Sequence[AnyEvent],
+        expected: str | None,
+        epoch: int,
+        projection: str,
+    ) -> BatchOutcome:
+        session_keys, memory_keys = _touched(events)
+        versions = [
+            (ev.tenant, ev.aggregate_kind, ev.aggregate_id, e.version)
+            for e, ev in zip(entries, events, strict=True)
+        ]
+        sql = self.sql
+        async with self._conn() as conn, conn.transaction():
+            # Round trip 1: lock the checkpoint; load what the batch reads and what the guard needs.
+            loaded = _Loaded()
+            async with conn.pipeline():
+                await conn.execute(sql.checkpoint_row, [projection, partition])
+                cp_cur = await conn.execute(sql.lock_checkpoint, [projection, partition])
+                g_cur = None
+                if entries:
+                    g_params = [[str(ev.id) for ev in events], *store.columns(versions, 4)]
+                    g_cur = await conn.execute(sql.guard_lookup, g_params)
+                s_cur = m_cur = None
+                if session_keys:
+                    s_cur = await conn.execute(sql.load_sessions, store.columns(session_keys, 2))
+                if memory_keys:
+                    m_cur = await conn.execute(sql.load_memories, store.columns(memory_keys, 4))
+            self._check_cas(await cp_cur.fetchone(), partition, expected, epoch)
+            skip: set[int] = set()
+            if g_cur is not None and (rows := await g_cur.fetchall()):
+                applied = {(t, k, a, int(v)): eid for eid, t, k, a, v in rows}
+                used = {eid: agg for agg, eid in applied.items()}
+                skip = guard(entries, events, applied.get, used.get)
+            if s_cur is not None:
+                for r in await s_cur.fetchall():
+                    rec = store.session_record(r)
+                    loaded.sessions[(rec.tenant, rec.session_id)] = rec
+            if m_cur is not None:
+                for r in await m_cur.fetchall():
+                    k, mem = store.memory_state(r)
+                    loaded.memories[k] = mem
+            # The pure part: PoisonEvent from here rolls everything back.
+            changes = Changes(loaded)
+            for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
+                if i not in skip:
+                    changes.add(entry, event)
+            position = entries[-1].position if entries else expected
+            # Round trip 2: the set-based writes and the checkpoint.
+            upserts, deletes = store.memory_params(changes)
+            async with conn.pipeline():
+                if changes.purged:
+                    await conn.execute(sql.purge_messages, store.columns(sorted(changes.purged), 2))
+                if changes.cleared:
+                    await conn.execute(sql.clear_scopes, store.columns(sorted(changes.cleared), 3))
+                if deletes[0]:
+                    await conn.execute(sql.delete_memories, deletes)
+                if upserts[0]:
+                    await conn.execute(sql.upsert_memories, upserts)
+                if changes.sessions:
+                    await conn.execute(sql.upsert_sessions, store.session_params(changes))
+                moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
+            self._moved(moved, partition)
+            # Then COPY the bulk rows.
+            async with conn.cursor() as cur:
+                messages = store.message_rows(changes)
+                if messages:
+                    async with cur.copy(sql.copy_messages) as copy:
+                        for row in messages:
+                            await copy.write_row(row)
+                if changes.archive:
+                    async with cur.copy(sql.copy_archive) as copy:
+                        for row in store.archive_rows(changes.archive):
+                            await copy.write_row(row)
+        return BatchOutcome(
+            position=position or "0-0",
+            applied=len(changes.archive),
+            messages=changes.message_count,
+            skipped=len(skip),
+        )
+
+    async def dead_letter(
+        self,
+        partition: int,
+        entry: RawEntry,
+        error: str,
+        *,
+        attempts: int,
+        expected: str | None,
+        epoch: int,
+        projection: str = PROJECTION,
+    ) -> str:
+        check_batch(partition, [entry], expected)
+        ms, seq = store.split_position(entry.position)
+        async with self._conn() as conn, conn.transaction():
+            await self._lock_checkpoint(conn, projection, partition, expected, epoch)
+            await conn.execute(
+                self.sql.insert_dead_letter,
+                [projection, partition, ms, seq, entry.type, entry.version, entry.data, error, attempts],
+            )
+            moved = await self._move_checkpoint(conn, projection, partition, expected, entry.position, epoch)
+            self._moved(moved, partition)
+        return entry.position
+
+    # -- rebuild support (projections.rebuild) ---------------------------------------------------------
+    async def replay(self, partition: int, after: str | None, limit: int) -> list[RawEntry]:
+        """What this read model holds of a partition after ``after``, in order: its archived events and its
+        (not retried) dead letters, as the stream entries they came from."""
+        ms, seq = position_key(after)
+        async with self._conn() as conn:
+            rows = await (
+                await conn.execute(self.sql.replay, {"p": partition, "ms": ms, "seq": seq, "n": limit})
+            ).fetchall()
+        return [RawEntry(partition, f"{r[0]}-{r[1]}", r[2], int(r[3]), bytes(r[4])) for r in rows]
+
+    async def replay_size(self) -> int:
+        async with self._conn() as conn:
+            row = await (await conn.execute(self.sql.replay_size)).fetchone()
+        return int(row[0]) if row else 0
+
+    def shadow_schema(self) -> str:
+        return f"{self.schema[:54]}__rebuild"
+
+    async def open_shadow(self, *, fresh: bool = False) -> PostgresReadModel:
+        """A read model in the shadow schema (``<schema>__rebuild``), migrated, sharing this pool. An
+        unfinished rebuild's shadow is kept (its checkpoints are the rebuild's progress) unless ``fresh``."""
+        shadow = self.shadow_schema()
+        if fresh:
+            async with self._conn() as conn:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{shadow}" CASCADE')
+        await migrate(self.pool, shadow)
+        return PostgresReadModel(self.pool, shadow)
+
+    async def switch_to(self, shadow: PostgresReadModel, projection: str = PROJECTION) -> None:
+        """In ONE transaction: carry the live checkpoints' epochs over (a projector holding a lease must not
+        be fenced out by the rebuild: it is refused once, on the position, and reloads), swap the schemas by
+        renaming them, and drop the old one. Statements waiting on the old tables re-resolve the names and
+        continue on the new ones."""
+        live, new = self.sql.q, shadow.sql.q
+        old = f'"{self.schema[:50]}__replaced"'
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(f"LOCK TABLE {live}.checkpoints IN EXCLUSIVE MODE")
+            await conn.execute(
+                f"INSERT INTO {new}.checkpoints (projection, partition, pos_ms, pos_seq, epoch, updated_at)"
+                " SELECT projection, partition,"
+                " CASE WHEN projection = %s THEN NULL ELSE pos_ms END,"
+                " CASE WHEN projection = %s THEN NULL ELSE pos_seq END, epoch, now()"
+                f" FROM {live}.checkpoints"
+                " ON CONFLICT (projection, partition) DO UPDATE"
+                " SET epoch = GREATEST(checkpoints.epoch, EXCLUDED.epoch)",
+                [projection, projection],
+            )
+            await conn.execute(f"DROP SCHEMA IF EXISTS {old} CASCADE")
+            await conn.execute(f"ALTER SCHEMA {live} RENAME TO {old}")
+            await conn.execute(f"ALTER SCHEMA {new} RENAME TO {live}")
+            await conn.execute(f"DROP SCHEMA {old} CASCADE")
