@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "REDIS_URL": args.redis_url,
         "SESSIONS_REDIS_PREFIX": prefix,
         "SESSIONS_HTTP_PORT": str(port),
+        "SESSIONS_PORT": str(_free_port()),  # gRPC, started beside HTTP
         "SESSIONS_HTTP_HOST": "127.0.0.1",
         "SESSIONS_LOG_LEVEL": "warning",
         "SESSION_STORAGE": args.storage,

@@ -130,7 +130,7 @@ def served() -> Iterator[str]:
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "SESSION_STORAGE", "DB_CONNECTION_STRING")
     }
-    env.update(SESSIONS_HTTP_PORT=str(port))
+    env.update(SESSIONS_HTTP_PORT=str(port), SESSIONS_PORT=str(_free_port()))  # gRPC beside HTTP
     proc = subprocess.Popen(
         [sys.executable, "-c", "from service.cli import main; main()", "serve"],
         env=env,
