@@ -1,6 +1,6 @@
 """Projector workers: leases over partitions, batches applied to the read models, status, trim, CLI."""
 
-from .errors import CommandError, ConsumerError, LeaseLost, NotCaughtUp
+from .errors import CommandError, ConsumerError, NotCaughtUp
 from .leases import Lease, LeaseManager, LeaseState, quota, rebalance_plan
 from .projector import OUTAGES, Projector, ProjectorStats, default_worker_id
 from .status import PartitionStatus, partition_status
@@ -11,7 +11,6 @@ __all__ = [
     "CommandError",
     "ConsumerError",
     "Lease",
-    "LeaseLost",
     "LeaseManager",
     "LeaseState",
     "NotCaughtUp",

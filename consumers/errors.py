@@ -2,7 +2,6 @@
 
     SessionsError (events.errors)
     └── ConsumerError                  base of what consumers/ raises on purpose; code ``consumer_error``
-        ├── LeaseLost                  a lease this worker held is now another's (a newer epoch)
         ├── NotCaughtUp                a burst run gave up before the owned partitions reached their heads
         └── CommandError               a CLI command cannot run: bad arguments, missing feature, refusal
 
@@ -14,15 +13,11 @@ from __future__ import annotations
 
 from events.errors import SessionsError
 
-__all__ = ["CommandError", "ConsumerError", "LeaseLost", "NotCaughtUp"]
+__all__ = ["CommandError", "ConsumerError", "NotCaughtUp"]
 
 
 class ConsumerError(SessionsError):
     code = "consumer_error"
-
-
-class LeaseLost(ConsumerError):
-    code = "lease_lost"
 
 
 class NotCaughtUp(ConsumerError):

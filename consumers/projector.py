@@ -295,7 +295,10 @@ class Projector:
             except FencedOut:
                 self.stats.fenced += 1
                 # Either the partition is dropped or the position reloaded: the next read starts over from it.
-                await self._after_fenced(partition, lease)
+                before = self._positions.get(partition)
+                if await self._after_fenced(partition, lease) and self._positions.get(partition) == before:
+                    # Refused although nothing moved (the read model's guard): do not spin on it.
+                    await asyncio.sleep(self.backoff_initial_s)
                 return
             except PoisonEvent as e:
                 chunks[0:0] = await self._split_poison(partition, chunk, e)
