@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
 
 from consumers.projector import Projector
 from events import EventLog
@@ -12,6 +15,7 @@ from projections.memory import InMemoryReadModel
 from tests.events.factories import added, created, msg
 
 from .fakes import Recording
+from .pg import open_pg_read_model
 
 
 async def fill(log: EventLog, sessions: int, turns: int, tag: str = "s") -> int:
@@ -27,8 +31,16 @@ async def fill(log: EventLog, sessions: int, turns: int, tag: str = "s") -> int:
     return n
 
 
-def make_read_model() -> InMemoryReadModel:
-    return InMemoryReadModel()
+@pytest.fixture(params=["memory", "postgres"])
+async def rm(request: pytest.FixtureRequest) -> AsyncIterator[Recording]:
+    """The in-memory read model or PostgreSQL (a fresh schema), behind the recording proxy."""
+    if request.param == "memory":
+        yield Recording(InMemoryReadModel())
+        return
+    schema = request.getfixturevalue("pg_schema")
+    inner = await open_pg_read_model(schema)
+    yield Recording(inner)
+    await inner.close()
 
 
 def projector(log: EventLog, rm: Recording, worker: str, **kw: int) -> Projector:
@@ -48,9 +60,8 @@ async def assert_caught_up(log: EventLog, rm: Recording) -> None:
     assert {p: cps[p].position for p in cps} == {p: h for p, h in heads.items() if h is not None}
 
 
-async def test_burst_applies_every_partition_in_order_once(event_log: EventLog) -> None:
+async def test_burst_applies_every_partition_in_order_once(event_log: EventLog, rm: Recording) -> None:
     n = await fill(event_log, 12, 3)
-    rm = Recording(make_read_model())
     stats = await projector(event_log, rm, "w1").run_until_caught_up(timeout_s=30)
     assert stats.applied == n and stats.messages == 12 * 3 * 2
     assert_exactly_once(rm, n)
@@ -72,8 +83,9 @@ async def again_states(log: EventLog):  # type: ignore[no-untyped-def]
     ).states()
 
 
-async def test_a_worker_that_lost_its_lease_is_fenced_and_applies_nothing_twice(event_log: EventLog) -> None:
-    rm = Recording(make_read_model())
+async def test_a_worker_that_lost_its_lease_is_fenced_no_double_apply(
+    event_log: EventLog, rm: Recording
+) -> None:
     old = projector(event_log, rm, "old", lease_ttl_ms=200)
     await old.maintain()
     assert sorted(old.owned) == list(range(event_log.partitions))
@@ -92,9 +104,8 @@ async def test_a_worker_that_lost_its_lease_is_fenced_and_applies_nothing_twice(
     await assert_caught_up(event_log, rm)
 
 
-async def test_a_commit_whose_reply_was_lost_is_not_applied_again(event_log: EventLog) -> None:
+async def test_a_commit_whose_reply_was_lost_is_not_applied_again(event_log: EventLog, rm: Recording) -> None:
     n = await fill(event_log, 6, 2)
-    rm = Recording(make_read_model())
     w = projector(event_log, rm, "w", batch_size=3)
     await w.maintain()
     lengths = await event_log.lengths()
@@ -107,7 +118,9 @@ async def test_a_commit_whose_reply_was_lost_is_not_applied_again(event_log: Eve
     assert_exactly_once(rm, n)
 
 
-async def test_poison_entries_are_dead_lettered_and_the_rest_applied(event_log: EventLog) -> None:
+async def test_poison_entries_dead_lettered_rest_applied(
+    event_log: EventLog, rm: Recording
+) -> None:
     await fill(event_log, 4, 1)
     p = 0
     key = event_log.keys.log(p)
@@ -121,7 +134,6 @@ async def test_poison_entries_are_dead_lettered_and_the_rest_applied(event_log: 
         )
     ).decode()
     n = await fill(event_log, 4, 1, tag="v") + 16
-    rm = Recording(make_read_model())
     w = projector(event_log, rm, "w", max_attempts=3, batch_size=50)
     stats = await w.run_until_caught_up(timeout_s=30)
     letters = await rm.dead_letters()
@@ -132,9 +144,10 @@ async def test_poison_entries_are_dead_lettered_and_the_rest_applied(event_log: 
     await assert_caught_up(event_log, rm)
 
 
-async def test_outages_of_the_read_model_are_waited_out_and_nothing_is_skipped(event_log: EventLog) -> None:
+async def test_read_model_outages_waited_out_nothing_skipped(
+    event_log: EventLog, rm: Recording
+) -> None:
     n = await fill(event_log, 8, 2)
-    rm = Recording(make_read_model())
     rm.outages = 5
     stats = await projector(event_log, rm, "w", backoff_initial_s=0.01).run_until_caught_up(timeout_s=30)  # type: ignore[arg-type]
     assert stats.outages == 5
@@ -142,8 +155,7 @@ async def test_outages_of_the_read_model_are_waited_out_and_nothing_is_skipped(e
     await assert_caught_up(event_log, rm)
 
 
-async def test_running_workers_rebalance_on_join_and_leave(event_log: EventLog) -> None:
-    rm = Recording(make_read_model())
+async def test_running_workers_rebalance_on_join_and_leave(event_log: EventLog, rm: Recording) -> None:
     a = projector(event_log, rm, "a", lease_ttl_ms=300)
     b = projector(event_log, rm, "b", lease_ttl_ms=300)
     stop_a, stop_b = asyncio.Event(), asyncio.Event()
