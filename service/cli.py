@@ -71,6 +71,9 @@ async def serve(settings: ServiceSettings) -> None:
     # settings.grpc_port, over the same `application`; another engineer adds it (service/grpc.py).
     grpc_server: Any = None
     try:
+        from .grpc import start_grpc_server
+
+        grpc_server = await start_grpc_server(application, settings)
         await server.serve()
     finally:
         if grpc_server is not None:

@@ -1,0 +1,206 @@
+"""Conversions between the gRPC messages (``proto.sessions_pb2``) and the core's types, and the error mapping.
+
+Kept apart from the servicer so both directions stay pure functions: a request message in, core arguments out
+(raising ``BadRequest`` for bad input), a record in, a reply message out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import msgspec
+
+from events.errors import (
+    ConfigurationError,
+    Conflict,
+    DuplicateEventId,
+    InvalidEvent,
+    NotFound,
+    PermissionDenied,
+    SessionsError,
+    Unavailable,
+)
+from events.schema import Actor, Message
+from projections.api import AuditRecord, MessageRecord, SessionRecord
+from proto import sessions_pb2 as pb
+
+from .commands import Context
+from .errors import BadRequest
+
+__all__ = [
+    "ACTOR_KINDS",
+    "audit_event",
+    "context_from_metadata",
+    "decode_json",
+    "encode_json",
+    "epoch_ms",
+    "from_epoch_ms",
+    "message_from_proto",
+    "message_to_proto",
+    "optional_id",
+    "required",
+    "session_to_proto",
+    "status_for",
+]
+
+ACTOR_KINDS = ("user", "model", "service", "admin")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_encoder = msgspec.json.Encoder()
+
+# Most specific first: the first class an error is an instance of gives its status.
+_STATUS: tuple[tuple[type[SessionsError], grpc.StatusCode], ...] = (
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidEvent, grpc.StatusCode.INVALID_ARGUMENT),  # LimitExceeded too: the input is too big
+    (NotFound, grpc.StatusCode.NOT_FOUND),  # SessionDeleted too
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Conflict, grpc.StatusCode.ABORTED),
+    (DuplicateEventId, grpc.StatusCode.ALREADY_EXISTS),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),  # NotCaughtUp too: retry shortly
+    (ConfigurationError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+def status_for(error: SessionsError) -> grpc.StatusCode:
+    for cls, status in _STATUS:
+        if isinstance(error, cls):
+            return status
+    return grpc.StatusCode.INVALID_ARGUMENT  # a SessionsError is raised on purpose, about the request
+
+
+def epoch_ms(value: datetime) -> int:
+    return (value - _EPOCH) // _MS
+
+
+def from_epoch_ms(value: int) -> datetime:
+    return _EPOCH + value * _MS
+
+
+def optional_id(message: Any, field: str) -> str | None:
+    """An ``optional string`` id: absent and ``""`` both mean absent (the original SDK sends ``""``)."""
+    if not message.HasField(field):
+        return None
+    value: str = getattr(message, field)
+    return value or None
+
+
+def required(value: str, field: str) -> str:
+    if not value:
+        raise BadRequest(f"{field} is required", code=f"missing_{field}")
+    return value
+
+
+def encode_json(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+def decode_json(text: str, field: str) -> Any:
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError as e:
+        raise BadRequest(f"{field} is not valid JSON text: {e}", code=f"invalid_{field}") from e
+
+
+def context_from_metadata(metadata: Any, default_tenant: str) -> Context:
+    """``x-tenant-id``, ``x-actor`` (``kind:id``), ``x-correlation-id``; anything else (the gateway's
+    ``x-target-service`` included) is ignored."""
+    md: dict[str, str] = {}
+    for key, value in metadata or ():
+        if isinstance(value, str):
+            md[key.lower()] = value
+    actor = None
+    if raw := md.get("x-actor"):
+        kind, sep, actor_id = raw.partition(":")
+        if not sep or kind not in ACTOR_KINDS or not actor_id:
+            raise BadRequest(
+                "x-actor must be <kind>:<id>, kind one of user, model, service, admin", code="invalid_actor"
+            )
+        actor = Actor(kind=kind, id=actor_id)  # type: ignore[arg-type]
+    return Context(
+        tenant=md.get("x-tenant-id") or default_tenant,
+        actor=actor,
+        correlation_id=md.get("x-correlation-id") or None,
+    )
+
+
+def message_from_proto(m: pb.Message, index: int) -> Message:
+    data: dict[str, Any] = {"role": m.role}
+    if m.HasField("content"):
+        data["content"] = m.content
+    if m.HasField("name") and m.name:
+        data["name"] = m.name
+    if m.HasField("tool_call_id") and m.tool_call_id:
+        data["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        data["tool_calls"] = [
+            {
+                "id": tc.id,
+                "type": tc.type or "function",
+                "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+            }
+            for tc in m.tool_calls
+        ]
+    if m.timestamp:
+        data["timestamp"] = m.timestamp
+    try:
+        return msgspec.convert(data, Message)
+    except msgspec.ValidationError as e:
+        raise BadRequest(f"messages[{index}]: {e}", code="invalid_message") from e
+
+
+def message_to_proto(m: MessageRecord | Mapping[str, Any]) -> pb.Message:
+    get = m.get if isinstance(m, Mapping) else lambda k: getattr(m, k, None)
+    out = pb.Message(role=get("role") or "", timestamp=get("timestamp") or 0, seq=get("seq") or 0)
+    if (content := get("content")) is not None:
+        out.content = content
+    if (tool_call_id := get("tool_call_id")) is not None:
+        out.tool_call_id = tool_call_id
+    if (name := get("name")) is not None:
+        out.name = name
+    for tc in get("tool_calls") or ():
+        fn = tc.get("function") or {}
+        out.tool_calls.append(
+            pb.MessageToolCall(
+                id=tc.get("id", ""),
+                type=tc.get("type") or "function",
+                function=pb.MessageFunction(name=fn.get("name", ""), arguments=fn.get("arguments", "")),
+            )
+        )
+    return out
+
+
+def session_to_proto(s: SessionRecord) -> pb.Session:
+    return pb.Session(
+        session_id=s.session_id,
+        user_id=s.user_id,
+        created_at=epoch_ms(s.created_at),
+        updated_at=epoch_ms(s.updated_at),
+        message_count=s.message_count,
+        metadata_json=encode_json(s.metadata),
+    )
+
+
+def audit_event(e: AuditRecord) -> pb.AuditEvent:
+    out = pb.AuditEvent(
+        event_id=e.event_id,
+        type=e.type,
+        aggregate_kind=e.aggregate_kind,
+        aggregate_id=e.aggregate_id,
+        version=e.version,
+        actor_kind=e.actor_kind,
+        actor_id=e.actor_id,
+        occurred_at=epoch_ms(e.occurred_at),
+        recorded_at=epoch_ms(e.recorded_at),
+        payload_json=encode_json(e.payload),
+        partition=e.partition,
+        position=e.position,
+        tenant=e.tenant,
+    )
+    if e.user_id is not None:
+        out.user_id = e.user_id
+    if e.correlation_id is not None:
+        out.correlation_id = e.correlation_id
+    return out
