@@ -49,6 +49,19 @@ async def _close(obj: Any) -> None:
         await result
 
 
+async def _pending_migrations(read_model: ReadModel) -> list[int]:
+    """Migrations shipped but not applied to a PostgreSQL read model's schema (none for the in-memory one)."""
+    pool, schema = getattr(read_model, "pool", None), getattr(read_model, "schema", None)
+    if pool is None or not isinstance(schema, str):
+        return []
+    from projections.migrations import check_schema_name, migrations
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(f'SELECT version FROM "{check_schema_name(schema)}".schema_migrations')
+        applied = {int(row[0]) for row in await cur.fetchall()}
+    return [m.version for m in migrations() if m.version not in applied]
+
+
 class Application:
     """Log + read model + commands + queries. Use ``async with await Application.open(settings)`` or
     construct it from parts (tests do) and call ``start()`` / ``close()``."""
@@ -152,15 +165,17 @@ class Application:
             raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
         checks["log"] = "ok"
         try:
-            ready = getattr(self.read_model, "ready", None)
-            if ready is not None:
-                await ready()  # e.g. PostgreSQL: reachable and every migration applied
-            else:
-                await self.read_model.checkpoints(PROJECTION)
+            await self.read_model.checkpoints(PROJECTION)
+            pending = await _pending_migrations(self.read_model)
         except SessionsError:
             raise
         except Exception as e:
             raise Unavailable(f"the read model is unreachable: {e}", code="read_model_unreachable") from e
+        if pending:
+            raise Unavailable(
+                f"the read model's schema lacks migrations {pending}; run `sessions migrate`",
+                code="migrations_pending",
+            )
         checks["read_model"] = "ok"
         if self._task is not None and self._task.done():
             raise Unavailable("the in-process projector has stopped", code="projector_stopped")

@@ -244,3 +244,23 @@ async def test_a_read_the_projection_cannot_serve_in_time_is_503_never_stale(
         assert "sessions_read_model_behind_total 3.0" in (await http.get("/metrics")).text
         # Reads of what the log never had do not wait.
         assert_problem(await http.get("/v1/sessions/other"), 404, "session_not_found")
+
+
+@pytest.fixture
+async def real_app(key_prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[Application]:
+    app, log = await make_application("real", key_prefix, request)
+    yield app
+    await close_application(app, log, "real")
+
+
+async def test_readiness_fails_while_a_migration_is_missing(real_app: Application) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(real_app)), base_url="http://t"
+    ) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        pool, schema = real_app.read_model.pool, real_app.read_model.schema  # type: ignore[attr-defined]
+        async with pool.connection() as conn:
+            await conn.execute(f'DELETE FROM "{schema}".schema_migrations WHERE version = 1')
+        r = await http.get("/readyz")
+        assert_problem(r, 503, "migrations_pending")
+        assert r.headers["retry-after"] == "1"
