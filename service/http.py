@@ -7,8 +7,8 @@ positions the client passes in the ``X-Session-Position`` header or the ``min_po
 format). A read that cannot catch up in time fails with 503, ``code: read_model_behind`` and ``Retry-After``.
 
 Request headers: ``X-Tenant-Id`` (default tenant otherwise), ``X-Actor`` (``kind:id``, kind one of user,
-model, service, admin; defaults to the user the request names, else the service), ``X-Correlation-Id`` (generated when absent, echoed
-back, recorded in every event), ``Idempotency-Key`` (on ``POST .../messages``).
+model, service, admin; defaults to the user the request names, else the service), ``X-Correlation-Id``
+(generated when absent, echoed back, recorded in every event), ``Idempotency-Key`` (on ``POST .../messages``).
 """
 
 from __future__ import annotations
