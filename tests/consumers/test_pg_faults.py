@@ -41,16 +41,15 @@ async def real_log(key_prefix: str) -> AsyncIterator[EventLog]:
 
 async def committed_is_whole(log: EventLog, schema: str) -> None:
     """In one snapshot: every partition's archive holds exactly the stream entries up to its checkpoint."""
-    async with await psycopg.AsyncConnection.connect(PG_DSN) as conn:
-        async with conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            cur = await conn.execute(
-                f'SELECT partition, pos_ms, pos_seq FROM "{schema}".checkpoints WHERE projection = %s',
-                [PROJECTION],
-            )
-            cps = {p: f"{ms}-{seq}" for p, ms, seq in await cur.fetchall() if ms is not None}
-            cur = await conn.execute(f'SELECT partition, count(*) FROM "{schema}".event_archive GROUP BY 1')
-            archived = dict(await cur.fetchall())
+    async with await psycopg.AsyncConnection.connect(PG_DSN) as conn, conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur = await conn.execute(
+            f'SELECT partition, pos_ms, pos_seq FROM "{schema}".checkpoints WHERE projection = %s',
+            [PROJECTION],
+        )
+        cps = {p: f"{ms}-{seq}" for p, ms, seq in await cur.fetchall() if ms is not None}
+        cur = await conn.execute(f'SELECT partition, count(*) FROM "{schema}".event_archive GROUP BY 1')
+        archived = dict(await cur.fetchall())
     for p in range(log.partitions):
         entries = await log.read(p, count=100_000)
         upto = [e for e in entries if p in cps and position_key(e.position) <= position_key(cps[p])]
@@ -74,8 +73,8 @@ async def test_a_connection_cut_mid_batch_leaves_nothing_torn_and_the_worker_rec
             while cuts < 3:
                 assert time.monotonic() < deadline, "never caught the worker inside a batch"
                 cur = await admin.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND pid <> pg_backend_pid()"
-                    " AND query ILIKE '%%copy%%'"
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                    " AND pid <> pg_backend_pid() AND query ILIKE '%%copy%%'"
                 )
                 pids = [r[0] for r in await cur.fetchall()]
                 if not pids:
