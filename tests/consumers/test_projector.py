@@ -118,9 +118,7 @@ async def test_a_commit_whose_reply_was_lost_is_not_applied_again(event_log: Eve
     assert_exactly_once(rm, n)
 
 
-async def test_poison_entries_dead_lettered_rest_applied(
-    event_log: EventLog, rm: Recording
-) -> None:
+async def test_poison_entries_dead_lettered_rest_applied(event_log: EventLog, rm: Recording) -> None:
     await fill(event_log, 4, 1)
     p = 0
     key = event_log.keys.log(p)
@@ -144,9 +142,7 @@ async def test_poison_entries_dead_lettered_rest_applied(
     await assert_caught_up(event_log, rm)
 
 
-async def test_read_model_outages_waited_out_nothing_skipped(
-    event_log: EventLog, rm: Recording
-) -> None:
+async def test_read_model_outages_waited_out_nothing_skipped(event_log: EventLog, rm: Recording) -> None:
     n = await fill(event_log, 8, 2)
     rm.outages = 5
     stats = await projector(event_log, rm, "w", backoff_initial_s=0.01).run_until_caught_up(timeout_s=30)  # type: ignore[arg-type]
