@@ -8,6 +8,7 @@ import msgspec
 
 from events import EventLog, RawEntry
 from projections.api import ReadModel
+from projections.errors import PoisonEvent
 from projections.memory import InMemoryReadModel
 from projections.paging import to_us
 from projections.postgres import PostgresReadModel
@@ -25,16 +26,29 @@ async def entries_of(log: EventLog, batch: int = 1000) -> dict[int, list[RawEntr
 
 
 async def project(log: EventLog, rm: ReadModel, *, batch: int = 1000, epoch: int = 1) -> int:
-    """Apply what the log holds after the read model's checkpoints (a projector in miniature)."""
+    """Apply what the log holds after the read model's checkpoints (a projector in miniature: a poison entry
+    is dead-lettered at once)."""
     applied = 0
     checkpoints = await rm.checkpoints()
     for p in range(log.partitions):
         cp = checkpoints.get(p)
         pos = cp.position if cp else None
         while entries := await log.read(p, after=pos or "0-0", count=batch):
-            outcome = await rm.apply_batch(p, entries, expected=pos, epoch=epoch)
-            pos = outcome.position
-            applied += outcome.applied
+            while entries:
+                try:
+                    outcome = await rm.apply_batch(p, entries, expected=pos, epoch=epoch)
+                except PoisonEvent as e:
+                    i = next(k for k, entry in enumerate(entries) if entry.position == e.position)
+                    if i:
+                        pos = (await rm.apply_batch(p, entries[:i], expected=pos, epoch=epoch)).position
+                    pos = await rm.dead_letter(
+                        p, entries[i], e.message, attempts=1, expected=pos, epoch=epoch
+                    )
+                    entries = entries[i + 1 :]
+                    continue
+                pos = outcome.position
+                applied += outcome.applied
+                break
     return applied
 
 
