@@ -166,7 +166,8 @@ def test_sessions_serve_runs_embedded_with_no_configuration(served: str) -> None
 
 
 def test_a_client_passes_its_positions_and_the_server_waits_for_them(key_prefix: str) -> None:
-    settings = ServiceSettings(log=LogSettings(prefix=key_prefix, partitions=4), read_timeout_s=0.05)
+    # Long enough for the session's own write to be projected even on a loaded machine.
+    settings = ServiceSettings(log=LogSettings(prefix=key_prefix, partitions=4), read_timeout_s=1.0)
     with TestClient(app=create_app(settings=settings)) as http, SessionsClient(client=http) as client:
         client.create_session("erin", "e-1")
         # A position no write has reached yet: the server must not answer from behind it.
