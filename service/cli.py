@@ -67,8 +67,8 @@ async def serve(settings: ServiceSettings) -> None:
         app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level, access_log=False
     )
     server = uvicorn.Server(config)
-    # The gRPC server (wire-compatible with the seed's SessionService) starts here, beside HTTP, on
-    # settings.grpc_port, over the same `application`; another engineer adds it (service/grpc.py).
+    # The gRPC server (wire-compatible with the seed's SessionService, service/grpc.py) runs beside HTTP on
+    # settings.grpc_port, over the same `application`.
     grpc_server: Any = None
     try:
         from .grpc import start_grpc_server
