@@ -161,9 +161,8 @@ def _with_schema(dsn: str, schema: str) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from projections.postgres import PostgresReadModel
-
     from consumers.projector import Projector
+    from projections.postgres import PostgresReadModel
 
     client = aioredis.Redis.from_url(args.redis)
     prefix = f"bench-{uuid.uuid4().hex[:8]}"

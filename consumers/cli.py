@@ -38,6 +38,7 @@ from .trim import TrimResult, trim_partitions
 __all__ = ["add_commands", "main", "open_resources"]
 
 Handler = Callable[[argparse.Namespace], int]
+_ALL = 1_000_000  # "every dead letter" for a listing; far more than any deployment should ever hold
 
 
 @contextlib.asynccontextmanager
@@ -153,7 +154,7 @@ async def _status(args: argparse.Namespace) -> int:
         workers = await LeaseManager(
             log.redis, log.keys, log.partitions, projection=PROJECTION, worker_id="status"
         ).workers()
-        dead = len(await read_model.dead_letters(limit=1_000_000))
+        dead = len(await read_model.dead_letters(limit=_ALL))
         if args.json:
             doc = {"partitions": rows, "workers": workers, "dead_letters": dead}
             print(msgspec.json.encode(doc).decode())
@@ -162,9 +163,9 @@ async def _status(args: argparse.Namespace) -> int:
         return 0
 
 
-# -- dead letters -----------------------------------------------------------------------------------------
+# -- dead letters ---------------------------------------------------------------------------------------
 async def _dead_letters(args: argparse.Namespace) -> int:
-    async with open_resources() as (_log, read_model):
+    async with open_resources() as (log, read_model):
         if args.action == "list":
             letters = await read_model.dead_letters(limit=args.limit, include_retried=args.all)
             for d in letters:
@@ -175,19 +176,38 @@ async def _dead_letters(args: argparse.Namespace) -> int:
                 )
             print(f"{len(letters)} dead letter(s)", file=sys.stderr)
             return 0
-        retry = getattr(read_model, "retry_dead_letters", None)
-        if retry is None:
-            raise CommandError("this read model cannot retry dead letters", code="not_supported")
-        ids = [int(i) for i in args.ids] if args.ids else None
-        results = await retry(ids)
-        failed = 0
-        for r in results:
-            ok = getattr(r, "ok", True)
-            failed += 0 if ok else 1
-            what = "applied" if ok else f"failed again: {getattr(r, 'error', '')}"
-            print(f"{getattr(r, 'id', '?')}: {what}")
-        print(f"{len(results) - failed} retried, {failed} still failing", file=sys.stderr)
-        return 1 if failed else 0
+        return await _retry(log, read_model, [int(i) for i in args.ids])
+
+
+async def _retry(log: EventLog, read_model: ReadModel, ids: list[int]) -> int:
+    """Retry by rebuilding: every dead letter is re-applied at its place in the log, so the result equals a
+    build that had the fix from the start (applying one late, after its successors, would not). Those the
+    fix made applicable leave the dead-letter list; the others are dead-lettered again."""
+    from projections.rebuild import rebuild
+
+    letters = await read_model.dead_letters(limit=_ALL)
+    by_id = {d.id: d for d in letters}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise CommandError(f"no pending dead letter with id {', '.join(map(str, missing))}", code="not_found")
+    targets = [by_id[i] for i in ids] if ids else letters
+    if not targets:
+        print("no dead letters to retry", file=sys.stderr)
+        return 0
+    bar = Progress(sys.stderr, "retry (rebuild)")
+    await rebuild(read_model, log, progress=lambda p: bar.update(p.done, p.total), resume=False)
+    bar.close()
+    still = {(d.partition, d.position): d for d in await read_model.dead_letters(limit=_ALL)}
+    failed = 0
+    for d in targets:
+        again = still.get((d.partition, d.position))
+        failed += again is not None
+        print(
+            f"{d.id}: p{d.partition} {d.position} "
+            + (f"still failing: {again.error}" if again else "applied")
+        )
+    print(f"{len(targets) - failed} applied, {failed} still failing", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # -- trim -------------------------------------------------------------------------------------------------
@@ -217,10 +237,17 @@ async def _rebuild(args: argparse.Namespace) -> int:
     async with open_resources() as (log, read_model):
         bar = Progress(sys.stderr, "rebuild")
         try:
-            result = await rebuild(log, read_model, resume=args.resume, progress=bar.update)
+            result = await rebuild(
+                read_model,
+                log,
+                progress=lambda p: bar.update(p.done, p.total),
+                resume=args.resume,
+                batch=args.batch_size,
+            )
         except asyncio.CancelledError:
-            bar.close()
-            raise KeyboardInterrupt from None
+            # Ctrl-C: every batch is its own transaction, so the shadow holds whole batches.
+            print("\nsessions: rebuild cancelled; `rebuild --resume` continues it", file=sys.stderr)
+            raise
         bar.close()
         print(f"rebuilt: {result}")
         return 0
@@ -256,7 +283,9 @@ def add_commands(subparsers: Any) -> None:
 
     d = subparsers.add_parser("dead-letters", help="list or retry dead-lettered events")
     d.add_argument("action", choices=["list", "retry"])
-    d.add_argument("ids", nargs="*", help="with retry: the ids to retry (default: all not yet retried)")
+    d.add_argument(
+        "ids", nargs="*", help="with retry: the ids to report on (a retry rebuilds, which retries them all)"
+    )
     d.add_argument("--all", action="store_true", help="with list: include those already retried")
     d.add_argument("--limit", type=int, default=100)
     d.set_defaults(handler=_run(_dead_letters))
@@ -269,6 +298,7 @@ def add_commands(subparsers: Any) -> None:
 
     r = subparsers.add_parser("rebuild", help="rebuild the read models from the archive and the log")
     r.add_argument("--resume", action="store_true", help="continue an interrupted rebuild")
+    r.add_argument("--batch-size", type=int, default=1000, help="entries per transaction")
     r.set_defaults(handler=_run(_rebuild))
 
     m = subparsers.add_parser("migrate", help="apply the read models' schema migrations")
