@@ -28,7 +28,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,6 +71,38 @@ __all__ = ["PROBLEM_JSON", "create_app"]
 log = logging.getLogger("service.http")
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDoc(msgspec.Struct, frozen=True, kw_only=True):
+    """An error (RFC 9457 problem details). ``code`` is stable; other fields carry the error's details."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+
+
+_ERROR_TEXT = {
+    400: "bad request: malformed body, parameter, cursor or position",
+    403: "the session belongs to another user",
+    404: "no such session",
+    409: "expected_version did not match (current_version given)",
+    410: "the session was deleted",
+    413: "a size or count limit",
+    422: "the log's rules refused the events (e.g. unknown_tool_call)",
+    503: "retry after Retry-After: read_model_behind, or a server unreachable",
+}
+
+
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        s: ResponseSpec(
+            ProblemDoc, description=_ERROR_TEXT[s], media_type=PROBLEM_JSON, generate_examples=False
+        )
+        for s in (400, *statuses, 503)
+    }
+
 
 # Injected into handlers by name (see the app's ``dependencies``).
 App = NamedDependency[Application]
@@ -117,7 +149,9 @@ def _written(body: Any, positions: list[Position], status: int = 200, **headers:
 # -- sessions ----------------------------------------------------------------------------------------------
 
 
-@post("/v1/sessions", status_code=200, summary="Get or create a session")
+@post(
+    "/v1/sessions", responses=_errors(403, 410, 413, 422), status_code=200, summary="Get or create a session"
+)
 async def create_session(data: JSONBody[CreateSession], application: App, ctx: Ctx) -> Response[SessionReply]:
     """Resumes the user's session ``session_id``, creates it under that id when unknown, or creates one with a
     new id when ``session_id`` is absent. 201 when created, 200 when resumed; another user's id: 403."""
@@ -133,13 +167,16 @@ async def create_session(data: JSONBody[CreateSession], application: App, ctx: C
     )
 
 
-@get("/v1/sessions/{session_id:str}", summary="Get a session")
+@get("/v1/sessions/{session_id:str}", responses=_errors(404, 410), summary="Get a session")
 async def get_session(session_id: FromPath[str], application: App, ctx: Ctx, at: At) -> SessionReply:
     return session_reply(await application.queries.session(ctx, session_id, at))
 
 
 @delete(
-    "/v1/sessions/{session_id:str}", status_code=200, summary="Delete a session and its session-scoped memory"
+    "/v1/sessions/{session_id:str}",
+    responses=_errors(404, 410),
+    status_code=200,
+    summary="Delete a session and its session-scoped memory",
 )
 async def delete_session(
     session_id: FromPath[str], application: App, ctx: Ctx
@@ -153,7 +190,11 @@ async def delete_session(
     )
 
 
-@get("/v1/users/{user_id:str}/sessions", summary="A user's sessions, most recently updated first")
+@get(
+    "/v1/users/{user_id:str}/sessions",
+    responses=_errors(),
+    summary="A user's sessions, most recently updated first",
+)
 async def list_sessions(
     user_id: FromPath[str],
     application: App,
@@ -169,7 +210,12 @@ async def list_sessions(
 # -- messages ----------------------------------------------------------------------------------------------
 
 
-@post("/v1/sessions/{session_id:str}/messages", status_code=201, summary="Append messages")
+@post(
+    "/v1/sessions/{session_id:str}/messages",
+    responses=_errors(404, 409, 410, 413, 422),
+    status_code=201,
+    summary="Append messages",
+)
 async def add_messages(
     session_id: FromPath[str],
     data: JSONBody[AddMessages],
@@ -204,7 +250,11 @@ async def add_messages(
     return _written(reply, pos, 201, **extra)
 
 
-@get("/v1/sessions/{session_id:str}/messages", summary="A page of a session's messages")
+@get(
+    "/v1/sessions/{session_id:str}/messages",
+    responses=_errors(404, 410),
+    summary="A page of a session's messages",
+)
 async def get_messages(
     session_id: FromPath[str],
     application: App,
@@ -230,7 +280,9 @@ async def get_messages(
 
 
 @put(
-    "/v1/users/{user_id:str}/memory/{key:str}", summary="Save a memory (user-scoped, or scoped to a session)"
+    "/v1/users/{user_id:str}/memory/{key:str}",
+    responses=_errors(403, 404, 410, 413, 422),
+    summary="Save a memory (user-scoped, or scoped to a session)",
 )
 async def save_memory(
     user_id: FromPath[str], key: FromPath[str], data: JSONBody[MemoryPut], application: App, ctx: Ctx
@@ -248,7 +300,7 @@ async def save_memory(
     return _written(reply, pos)
 
 
-@get("/v1/users/{user_id:str}/memory", summary="A user's memory")
+@get("/v1/users/{user_id:str}/memory", responses=_errors(403, 404, 410), summary="A user's memory")
 async def get_memory(
     user_id: FromPath[str],
     application: App,
@@ -268,7 +320,12 @@ async def get_memory(
     return MemoriesReply(memories={k: r.value for k, r in records.items()})
 
 
-@delete("/v1/users/{user_id:str}/memory/{key:str}", status_code=200, summary="Delete a memory key")
+@delete(
+    "/v1/users/{user_id:str}/memory/{key:str}",
+    responses=_errors(403, 404, 410, 422),
+    status_code=200,
+    summary="Delete a memory key",
+)
 async def delete_memory(
     user_id: FromPath[str],
     key: FromPath[str],
@@ -284,7 +341,12 @@ async def delete_memory(
     return _written(MemoryDeleteReply(deleted=result.removed > 0, position=pos[0] if pos else None), pos)
 
 
-@delete("/v1/users/{user_id:str}/memory", status_code=200, summary="Clear a user's memory in every scope")
+@delete(
+    "/v1/users/{user_id:str}/memory",
+    responses=_errors(),
+    status_code=200,
+    summary="Clear a user's memory in every scope",
+)
 async def clear_memory(user_id: FromPath[str], application: App, ctx: Ctx) -> Response[ClearReply]:
     cleared = await application.commands.clear_memory(ctx, user_id)
     application.metrics.observe_appends("clear_memory", cleared.results)
@@ -295,7 +357,12 @@ async def clear_memory(user_id: FromPath[str], application: App, ctx: Ctx) -> Re
 # -- events: publish and audit -----------------------------------------------------------------------------
 
 
-@post("/v1/events", status_code=200, summary="Publish a batch of events from another service")
+@post(
+    "/v1/events",
+    responses=_errors(403, 404, 409, 410, 413, 422),
+    status_code=200,
+    summary="Publish a batch of events from another service",
+)
 async def publish_events(
     data: JSONBody[PublishRequest], application: App, ctx: Ctx, request: Request[Any, Any, Any]
 ) -> Response[PublishReply]:
@@ -336,7 +403,11 @@ def _audit_filter(ctx: Ctx, **kw: Any) -> AuditFilter:
     return AuditFilter(tenant=ctx.tenant, **kw)
 
 
-@get("/v1/events", summary="The audit trail: archived events with their envelopes, oldest first")
+@get(
+    "/v1/events",
+    responses=_errors(),
+    summary="The audit trail: archived events with their envelopes, oldest first",
+)
 async def audit_events(
     application: App,
     ctx: Ctx,
@@ -365,7 +436,7 @@ async def audit_events(
     return AuditReply(events=page.events, next_cursor=page.next_cursor)
 
 
-@get("/v1/sessions/{session_id:str}/events", summary="The audit trail of one session")
+@get("/v1/sessions/{session_id:str}/events", responses=_errors(404), summary="The audit trail of one session")
 async def session_events(
     session_id: FromPath[str],
     application: App,
