@@ -12,8 +12,8 @@ converted at the boundary, ``raise ... from e``, so callers never see them.
     └── ReadModelError                 base of what the read models raise on purpose
         ├── FencedOut                  the checkpoint compare-and-set failed: another writer moved it, or
         │   │                          holds a newer fencing epoch; nothing was written
-        │   └── AlreadyApplied         the (aggregate, version) guard kept refusing a batch (a concurrent
-        │                              writer under another projection name applied the same events)
+        │   └── AlreadyApplied         the archive's unique (aggregate, version) or event id refused a batch
+        │                              the guard lookup let through (rows and checkpoint disagree)
         ├── PoisonEvent                an entry cannot be decoded or applied; names it; nothing was written
         ├── InvalidBatch               the caller broke the contract of apply_batch (wrong partition, order)
         └── MigrationError             a migration failed, or an applied migration was edited afterwards

@@ -10,11 +10,14 @@ Write side. ``apply_batch`` is ONE transaction of a fixed number of round trips,
    checkpoint with a conditional UPDATE (the compare-and-set stated in SQL);
 4. COPY the messages and the archive rows; COMMIT.
 
-The (aggregate, version) guard is the second line behind the compare-and-set: round trip 1 also looks the
-batch's event ids and aggregate versions up in the archive; entries already applied (the same event at the
-same version: a checkpoint behind its data) are skipped (``BatchOutcome.skipped``), and another event at an
-applied version, or a reused event id, is ``PoisonEvent``. The archive's UNIQUE constraints on the same
-columns catch a concurrent writer under another projection name; the batch then runs again.
+Round trip 1 first takes a transaction advisory lock on (schema, partition): the rows of a partition's
+aggregates are only written by that partition's batches, so this serializes every writer of them, whatever
+projection name it checkpoints under. The (aggregate, version) guard is the second line behind the
+compare-and-set: round trip 1 also looks the batch's event ids and aggregate versions up in the archive;
+entries already applied (the same event at the same version: a checkpoint behind its data) are skipped
+(``BatchOutcome.skipped``), and another event at an applied version, or a reused event id, is
+``PoisonEvent``. The archive's UNIQUE constraints on the same columns stand behind that
+(``AlreadyApplied``).
 
 Errors: a connection that cannot be had or breaks raises ``ReadModelUnavailable`` (an ``Unavailable``:
 retry); the transaction is rolled back whole, so a batch is never torn. If the COMMIT's reply is what was
@@ -26,6 +29,7 @@ JSON columns are decoded once, by psycopg, with msgspec.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,8 +68,6 @@ __all__ = ["Conn", "Pool", "PostgresReadModel", "configure_connection"]
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Pool = AsyncConnectionPool[Conn]
-
-_GUARD_RETRIES = 3
 
 
 async def configure_connection(conn: Conn) -> None:
@@ -154,6 +156,14 @@ class PostgresReadModel:
             await pool.close()
             raise
         return cls(pool, schema, owns_pool=True)
+
+    def _partition_lock(self, partition: int) -> int:
+        """The advisory lock of a partition's rows in this schema. Every aggregate lives in one partition, so
+        the rows a batch touches are only ever touched by batches of that partition: holding this lock
+        serializes all their writers (whatever projection name they use), and the guard lookup that follows
+        sees everything committed before."""
+        digest = hashlib.blake2b(f"sessions.apply:{self.schema}:{partition}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
 
     async def close(self) -> None:
         if self._owns_pool:
@@ -345,18 +355,17 @@ class PostgresReadModel:
     ) -> BatchOutcome:
         check_batch(partition, entries, expected)
         events = [decode(e) for e in entries]  # poison is found before any I/O
-        for _ in range(_GUARD_RETRIES):
-            try:
-                return await self._apply(partition, entries, events, expected, epoch, projection)
-            except pg_errors.UniqueViolation as e:
-                # A concurrent writer under another projection name committed some of these events after
-                # our guard lookup: run again, and the lookup finds them.
-                if e.diag.constraint_name not in (store.GUARD_CONSTRAINT, store.EVENT_ID_CONSTRAINT):
-                    raise ReadModelError(f"the batch broke a constraint: {e}") from e
-        raise AlreadyApplied(
-            f"partition {partition}: the (aggregate, version) guard kept refusing the batch",
-            partition=partition,
-        )
+        try:
+            return await self._apply(partition, entries, events, expected, epoch, projection)
+        except pg_errors.UniqueViolation as e:
+            # Cannot happen while writers hold the partition lock and look the guard up first; if it does,
+            # the rows are not what the checkpoint says: refuse, write nothing.
+            if e.diag.constraint_name in (store.GUARD_CONSTRAINT, store.EVENT_ID_CONSTRAINT):
+                raise AlreadyApplied(
+                    f"partition {partition}: the (aggregate, version) guard refused the batch: {e}",
+                    partition=partition,
+                ) from e
+            raise ReadModelError(f"partition {partition}: the batch broke a constraint: {e}") from e
 
     async def _apply(
         self,
@@ -377,6 +386,7 @@ class PostgresReadModel:
             # Round trip 1: lock the checkpoint; load what the batch reads and what the guard needs.
             loaded = _Loaded()
             async with conn.pipeline():
+                await conn.execute(sql.lock_partition, [self._partition_lock(partition)])
                 await conn.execute(sql.checkpoint_row, [projection, partition])
                 cp_cur = await conn.execute(sql.lock_checkpoint, [projection, partition])
                 g_cur = None

@@ -91,6 +91,7 @@ class Statements:
         )
         self.dead_letters = f"SELECT {DEAD_LETTER_COLUMNS} FROM {s}.dead_letters"
         # -- the write side -----------------------------------------------------------------------------
+        self.lock_partition = "SELECT pg_advisory_xact_lock(%s)"
         self.checkpoint_row = (
             f"INSERT INTO {s}.checkpoints (projection, partition) VALUES (%s, %s) ON CONFLICT DO NOTHING"
         )

@@ -264,11 +264,9 @@ async def test_audit_filters_and_cursor(log: EventLog, read_model: ReadModel) ->
         return [(e.aggregate_id, e.type) for e in (await read_model.audit(AuditFilter(**kw))).events]
 
     assert await types(session_id="s1") == [("s1", "session.created.v1"), ("s1", "session.messages_added.v1")]
-    assert await types(user_id="u1") == [
-        ("s1", "session.created.v1"),
-        ("s1", "session.messages_added.v1"),
-        ("u1", "memory.saved.v1"),
-    ]
+    # (Events of one millisecond are ordered by partition: compare with the order of ``everything``.)
+    assert await types(user_id="u1") == [(e.aggregate_id, e.type) for e in everything if e.user_id == "u1"]
+    assert len(await types(user_id="u1")) == 3
     assert await types(types=["memory.saved.v1"]) == [("u1", "memory.saved.v1")]
     assert await types(types=[]) == []
     assert await types(actor_kind="model") == [("s2", "session.messages_added.v1")]
