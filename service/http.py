@@ -15,32 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
-from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.enums import ScopeType
-from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from events.codec import decode_event
-from events.errors import SessionsError
 from events.schema import Actor
 from projections.api import AuditFilter
 
 from .app import Application
 from .commands import Context
 from .consistency import Positions, format_positions, merge_positions, parse_positions
-from .errors import BadRequest, status_of
+from .errors import BadRequest
+from .middleware import observe
+from .problems import PROBLEM_JSON, error_responses, exception_handlers
 from .settings import ServiceSettings
 from .wire import (
     POSITION_HEADER,
@@ -55,7 +50,6 @@ from .wire import (
     MemorySaveReply,
     MessagesReply,
     Position,
-    Problem,
     PublishedAggregate,
     PublishReply,
     PublishRequest,
@@ -70,44 +64,12 @@ __all__ = ["PROBLEM_JSON", "create_app"]
 
 log = logging.getLogger("service.http")
 
-PROBLEM_JSON = "application/problem+json"
-
-
-class ProblemDoc(msgspec.Struct, frozen=True, kw_only=True):
-    """An error (RFC 9457 problem details). ``code`` is stable; other fields carry the error's details."""
-
-    type: str
-    title: str
-    status: int
-    code: str
-    detail: str
-
-
-_ERROR_TEXT = {
-    400: "bad request: malformed body, parameter, cursor or position",
-    403: "the session belongs to another user",
-    404: "no such session",
-    409: "expected_version did not match (current_version given)",
-    410: "the session was deleted",
-    413: "a size or count limit",
-    422: "the log's rules refused the events (e.g. unknown_tool_call)",
-    503: "retry after Retry-After: read_model_behind, or a server unreachable",
-}
-
-
-def _errors(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        s: ResponseSpec(
-            ProblemDoc, description=_ERROR_TEXT[s], media_type=PROBLEM_JSON, generate_examples=False
-        )
-        for s in (400, *statuses, 503)
-    }
-
 
 # Injected into handlers by name (see the app's ``dependencies``).
 App = NamedDependency[Application]
 Ctx = NamedDependency[Context]
 At = NamedDependency[Positions]
+
 _ACTOR_KINDS = ("user", "model", "service", "admin")
 
 
@@ -150,7 +112,10 @@ def _written(body: Any, positions: list[Position], status: int = 200, **headers:
 
 
 @post(
-    "/v1/sessions", responses=_errors(403, 410, 413, 422), status_code=200, summary="Get or create a session"
+    "/v1/sessions",
+    responses=error_responses(403, 410, 413, 422),
+    status_code=200,
+    summary="Get or create a session",
 )
 async def create_session(data: JSONBody[CreateSession], application: App, ctx: Ctx) -> Response[SessionReply]:
     """Resumes the user's session ``session_id``, creates it under that id when unknown, or creates one with a
@@ -167,14 +132,14 @@ async def create_session(data: JSONBody[CreateSession], application: App, ctx: C
     )
 
 
-@get("/v1/sessions/{session_id:str}", responses=_errors(404, 410), summary="Get a session")
+@get("/v1/sessions/{session_id:str}", responses=error_responses(404, 410), summary="Get a session")
 async def get_session(session_id: FromPath[str], application: App, ctx: Ctx, at: At) -> SessionReply:
     return session_reply(await application.queries.session(ctx, session_id, at))
 
 
 @delete(
     "/v1/sessions/{session_id:str}",
-    responses=_errors(404, 410),
+    responses=error_responses(404, 410),
     status_code=200,
     summary="Delete a session and its session-scoped memory",
 )
@@ -192,7 +157,7 @@ async def delete_session(
 
 @get(
     "/v1/users/{user_id:str}/sessions",
-    responses=_errors(),
+    responses=error_responses(),
     summary="A user's sessions, most recently updated first",
 )
 async def list_sessions(
@@ -212,7 +177,7 @@ async def list_sessions(
 
 @post(
     "/v1/sessions/{session_id:str}/messages",
-    responses=_errors(404, 409, 410, 413, 422),
+    responses=error_responses(404, 409, 410, 413, 422),
     status_code=201,
     summary="Append messages",
 )
@@ -252,7 +217,7 @@ async def add_messages(
 
 @get(
     "/v1/sessions/{session_id:str}/messages",
-    responses=_errors(404, 410),
+    responses=error_responses(404, 410),
     summary="A page of a session's messages",
 )
 async def get_messages(
@@ -281,7 +246,7 @@ async def get_messages(
 
 @put(
     "/v1/users/{user_id:str}/memory/{key:str}",
-    responses=_errors(403, 404, 410, 413, 422),
+    responses=error_responses(403, 404, 410, 413, 422),
     summary="Save a memory (user-scoped, or scoped to a session)",
 )
 async def save_memory(
@@ -300,7 +265,7 @@ async def save_memory(
     return _written(reply, pos)
 
 
-@get("/v1/users/{user_id:str}/memory", responses=_errors(403, 404, 410), summary="A user's memory")
+@get("/v1/users/{user_id:str}/memory", responses=error_responses(403, 404, 410), summary="A user's memory")
 async def get_memory(
     user_id: FromPath[str],
     application: App,
@@ -322,7 +287,7 @@ async def get_memory(
 
 @delete(
     "/v1/users/{user_id:str}/memory/{key:str}",
-    responses=_errors(403, 404, 410, 422),
+    responses=error_responses(403, 404, 410, 422),
     status_code=200,
     summary="Delete a memory key",
 )
@@ -343,7 +308,7 @@ async def delete_memory(
 
 @delete(
     "/v1/users/{user_id:str}/memory",
-    responses=_errors(),
+    responses=error_responses(),
     status_code=200,
     summary="Clear a user's memory in every scope",
 )
@@ -359,7 +324,7 @@ async def clear_memory(user_id: FromPath[str], application: App, ctx: Ctx) -> Re
 
 @post(
     "/v1/events",
-    responses=_errors(403, 404, 409, 410, 413, 422),
+    responses=error_responses(403, 404, 409, 410, 413, 422),
     status_code=200,
     summary="Publish a batch of events from another service",
 )
@@ -405,7 +370,7 @@ def _audit_filter(ctx: Ctx, **kw: Any) -> AuditFilter:
 
 @get(
     "/v1/events",
-    responses=_errors(),
+    responses=error_responses(),
     summary="The audit trail: archived events with their envelopes, oldest first",
 )
 async def audit_events(
@@ -436,7 +401,11 @@ async def audit_events(
     return AuditReply(events=page.events, next_cursor=page.next_cursor)
 
 
-@get("/v1/sessions/{session_id:str}/events", responses=_errors(404), summary="The audit trail of one session")
+@get(
+    "/v1/sessions/{session_id:str}/events",
+    responses=error_responses(404),
+    summary="The audit trail of one session",
+)
 async def session_events(
     session_id: FromPath[str],
     application: App,
@@ -493,109 +462,6 @@ async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return request.app.openapi_schema.to_schema()
 
 
-# -- errors ------------------------------------------------------------------------------------------------
-
-
-def problem(
-    status: int, code: str, detail: str, extra: dict[str, Any] | None = None, **headers: str
-) -> Response[Any]:
-    body = Problem(
-        type=f"urn:sessions:problem:{code}",
-        title=HTTPStatus(status).phrase,
-        status=status,
-        code=code,
-        detail=detail,
-        extra=extra or {},
-    ).to_body()
-    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return msgspec.json.decode(msgspec.json.encode(details))  # type: ignore[no-any-return]
-    except (TypeError, msgspec.EncodeError):
-        return {}
-
-
-def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> Response[Any]:
-    status = status_of(exc)
-    headers = {}
-    if status == 503:
-        headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
-        if exc.code == "read_model_behind":
-            request.app.state["application"].metrics.read_timeouts.inc()
-    if status == 500:
-        log.error("configuration error on %s %s: %s", request.method, request.url.path, exc.message)
-    return problem(status, exc.code, exc.message, _jsonable(exc.details), **headers)
-
-
-def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    messages = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(item, dict):
-            where = item.get("key") or item.get("source") or ""
-            messages.append(f"{where}: {item.get('message', '')}".strip(": "))
-    detail = "; ".join(m for m in messages if m) or str(exc.detail)
-    return problem(400, "invalid_request", detail, {"errors": _jsonable({"e": exc.extra}).get("e") or []})
-
-
-_HTTP_CODES = {
-    404: "route_not_found",
-    405: "method_not_allowed",
-    413: "request_too_large",
-    415: "unsupported_media_type",
-}
-
-
-def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    status = exc.status_code
-    code = _HTTP_CODES.get(status, "invalid_request" if 400 <= status < 500 else "internal_error")
-    return problem(status, code, str(exc.detail))
-
-
-def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    ref = uuid.uuid4().hex[:12]
-    log.exception("internal error %s on %s %s", ref, request.method, request.url.path)
-    return problem(500, "internal_error", f"an internal error occurred (reference {ref}); it was logged")
-
-
-# -- middleware: correlation id and metrics ----------------------------------------------------------------
-
-
-def _observe(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        headers = list(scope.get("headers", []))
-        corr = next((v for k, v in headers if k == b"x-correlation-id"), None)
-        if corr is None:
-            corr = uuid.uuid4().hex.encode()
-            headers.append((b"x-correlation-id", corr))
-            scope["headers"] = headers
-        status = 500
-        start = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-correlation-id", corr)]
-            await send(message)
-
-        try:
-            await app(scope, receive, send_wrapper)
-        finally:
-            application: Application | None = scope["app"].state.get("application")
-            if application is not None:
-                route = scope.get("path_template") or "unmatched"
-                application.metrics.observe_request(
-                    scope["method"], route, status, time.perf_counter() - start
-                )
-
-    return middleware
-
-
 # -- the app -----------------------------------------------------------------------------------------------
 
 
@@ -643,13 +509,8 @@ def create_app(application: Application | None = None, settings: ServiceSettings
             "ctx": Provide(_context, sync_to_thread=False),
             "at": Provide(_positions, sync_to_thread=False),
         },
-        exception_handlers={
-            SessionsError: _on_sessions_error,
-            ValidationException: _on_validation,
-            HTTPException: _on_http,
-            Exception: _on_internal,
-        },
-        middleware=[_observe],
+        exception_handlers=exception_handlers(),
+        middleware=[observe],
         lifespan=[lifespan],
         state=state,
         openapi_config=OpenAPIConfig(

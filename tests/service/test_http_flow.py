@@ -253,11 +253,16 @@ async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
     ready = await http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["log"] == "ok"
     await create(http, "jay")
+    await http.get("/v1/sessions/nope")
     metrics = await http.get("/metrics")
     assert metrics.status_code == 200
     text = metrics.text
     assert 'sessions_http_requests_total{method="POST",route="/v1/sessions",status="201"} 1.0' in text
     assert 'sessions_appends_total{command="create_session",outcome="appended"} 1.0' in text
+    assert (
+        'sessions_http_requests_total{method="GET",route="/v1/sessions/{session_id}",status="404"} 1.0'
+        in text
+    )
     assert "sessions_projector_lag_events{partition=" in text and "sessions_dead_letters" in text
     spec = (await http.get("/openapi.json")).json()
     for path in (

@@ -1,0 +1,129 @@
+"""Errors as ``application/problem+json`` (RFC 9457) with a stable ``code``: the Litestar exception handlers,
+and the problem responses the OpenAPI document lists. Never a stack trace, never a 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+from litestar.types import ExceptionHandlersMap
+
+from events.errors import SessionsError
+
+from .errors import status_of
+from .wire import Problem
+
+__all__ = ["PROBLEM_JSON", "ProblemDoc", "error_responses", "exception_handlers", "problem"]
+
+log = logging.getLogger("service.http")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemDoc(msgspec.Struct, frozen=True, kw_only=True):
+    """An error (RFC 9457 problem details). ``code`` is stable; other fields carry the error's details."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+
+
+_ERROR_TEXT = {
+    400: "bad request: malformed body, parameter, cursor or position",
+    403: "the session belongs to another user",
+    404: "no such session",
+    409: "expected_version did not match (current_version given)",
+    410: "the session was deleted",
+    413: "a size or count limit",
+    422: "the log's rules refused the events (e.g. unknown_tool_call)",
+    503: "retry after Retry-After: read_model_behind, or a server unreachable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        s: ResponseSpec(
+            ProblemDoc, description=_ERROR_TEXT[s], media_type=PROBLEM_JSON, generate_examples=False
+        )
+        for s in (400, *statuses, 503)
+    }
+
+
+def problem(
+    status: int, code: str, detail: str, extra: dict[str, Any] | None = None, **headers: str
+) -> Response[Any]:
+    body = Problem(
+        type=f"urn:sessions:problem:{code}",
+        title=HTTPStatus(status).phrase,
+        status=status,
+        code=code,
+        detail=detail,
+        extra=extra or {},
+    ).to_body()
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return msgspec.json.decode(msgspec.json.encode(details))  # type: ignore[no-any-return]
+    except (TypeError, msgspec.EncodeError):
+        return {}
+
+
+def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> Response[Any]:
+    status = status_of(exc)
+    headers = {}
+    if status == 503:
+        headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
+        if exc.code == "read_model_behind":
+            request.app.state["application"].metrics.read_timeouts.inc()
+    if status == 500:
+        log.error("configuration error on %s %s: %s", request.method, request.url.path, exc.message)
+    return problem(status, exc.code, exc.message, _jsonable(exc.details), **headers)
+
+
+def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    messages = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            where = item.get("key") or item.get("source") or ""
+            messages.append(f"{where}: {item.get('message', '')}".strip(": "))
+    detail = "; ".join(m for m in messages if m) or str(exc.detail)
+    return problem(400, "invalid_request", detail, {"errors": _jsonable({"e": exc.extra}).get("e") or []})
+
+
+_HTTP_CODES = {
+    404: "route_not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "invalid_request" if 400 <= status < 500 else "internal_error")
+    return problem(status, code, str(exc.detail))
+
+
+def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    ref = uuid.uuid4().hex[:12]
+    log.exception("internal error %s on %s %s", ref, request.method, request.url.path)
+    return problem(500, "internal_error", f"an internal error occurred (reference {ref}); it was logged")
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    return {
+        SessionsError: _on_sessions_error,
+        ValidationException: _on_validation,
+        HTTPException: _on_http,
+        Exception: _on_internal,
+    }
