@@ -1,10 +1,10 @@
 """The original GenAI platform's Python SDK, for this Session Service (drop-in)::
 
-    from genai_platform import GenAIPlatform
-    platform = GenAIPlatform()  # GENAI_GATEWAY_URL, else localhost:50052
-    session = platform.sessions.get_or_create("user-123")
-    platform.sessions.add_messages(session.session_id, [{"role": "user", "content": "Hi"}])
-    messages, total = platform.sessions.get_messages(session.session_id, limit=20)
+from genai_platform import GenAIPlatform
+platform = GenAIPlatform()  # GENAI_GATEWAY_URL, else localhost:50052
+session = platform.sessions.get_or_create("user-123")
+platform.sessions.add_messages(session.session_id, [{"role": "user", "content": "Hi"}])
+messages, total = platform.sessions.get_messages(session.session_id, limit=20)
 """
 
 from .errors import (

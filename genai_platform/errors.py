@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-class PlatformError(SessionsError, grpc.RpcError):
+class PlatformError(SessionsError, grpc.RpcError):  # type: ignore[misc]
     """A call the service refused or could not answer."""
 
     status: grpc.StatusCode = grpc.StatusCode.UNKNOWN

@@ -89,7 +89,7 @@ class SessionClient:
         self.metadata: tuple[tuple[str, str], ...] = (("x-target-service", "sessions"), *metadata)
         self.timeout = timeout
 
-    def _call(self, method: Callable[..., T], request: Any) -> T:
+    def _call(self, method: Any, request: Any) -> Any:
         try:
             return method(request, metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as e:
@@ -104,14 +104,16 @@ class SessionClient:
         request = pb.GetOrCreateSessionRequest(user_id=user_id, session_id=session_id or "")
         if metadata:
             request.metadata_json = _json(dict(metadata))
-        return self._call(self._stub.GetOrCreateSession, request)
+        reply: Session = self._call(self._stub.GetOrCreateSession, request)
+        return reply
 
     def delete_session(self, session_id: str, *, reason: str | None = None) -> bool:
         """Delete a session with its messages and session memory; False when it was unknown or deleted."""
         request = pb.DeleteSessionRequest(session_id=session_id)
         if reason is not None:
             request.reason = reason
-        return self._call(self._stub.DeleteSession, request).success
+        reply: pb.DeleteSessionResponse = self._call(self._stub.DeleteSession, request)
+        return reply.success
 
     def list_sessions(self, user_id: str, limit: int | None = None) -> list[pb.Session]:
         """The user's live sessions, most recently updated first: all of them, or the first ``limit``."""
@@ -122,7 +124,7 @@ class SessionClient:
             request.limit = min(1000, limit - len(out)) if limit is not None else 1000
             if after is not None:
                 request.after = after
-            reply = self._call(self._stub.ListSessions, request)
+            reply: pb.ListSessionsResponse = self._call(self._stub.ListSessions, request)
             out.extend(reply.sessions)
             if not reply.HasField("next_cursor") or not reply.sessions:
                 break
@@ -148,7 +150,8 @@ class SessionClient:
             request.idempotency_key = idempotency_key
         if expected_version is not None:
             request.expected_version = expected_version
-        return self._call(self._stub.AddMessages, request).message_count
+        reply: pb.AddMessagesResponse = self._call(self._stub.AddMessages, request)
+        return reply.message_count
 
     def get_messages(
         self,
@@ -174,15 +177,18 @@ class SessionClient:
             request.order = order
         if budget is not None:
             request.budget = budget
-        reply = self._call(self._stub.GetMessages, request)
+        reply: pb.GetMessagesResponse = self._call(self._stub.GetMessages, request)
         return [message_to_dict(m) for m in reply.messages], reply.total_count
 
     # -- memory --------------------------------------------------------------------------------------------
 
     def save_memory(self, user_id: str, key: str, value: Any, session_id: str | None = None) -> bool:
         """Save a JSON-serialisable value under ``key``, for the user or for one of their sessions."""
-        request = pb.SaveMemoryRequest(user_id=user_id, key=key, value=_json(value), session_id=session_id or "")
-        return self._call(self._stub.SaveMemory, request).success
+        request = pb.SaveMemoryRequest(
+            user_id=user_id, key=key, value=_json(value), session_id=session_id or ""
+        )
+        reply: pb.SaveMemoryResponse = self._call(self._stub.SaveMemory, request)
+        return reply.success
 
     def get_memory(
         self, user_id: str, key: str | None = None, session_id: str | None = None, *, merged: bool = False
@@ -194,17 +200,21 @@ class SessionClient:
             request.key = key
         if session_id:
             request.session_id = session_id
-        reply = self._call(self._stub.GetMemory, request)
+        reply: pb.GetMemoryResponse = self._call(self._stub.GetMemory, request)
         return {k: msgspec.json.decode(v) for k, v in reply.memories.items()}
 
     def delete_memory(self, user_id: str, key: str, session_id: str | None = None) -> bool:
         """False when the key did not exist."""
         request = pb.DeleteMemoryRequest(user_id=user_id, key=key, session_id=session_id or "")
-        return self._call(self._stub.DeleteMemory, request).success
+        reply: pb.DeleteMemoryResponse = self._call(self._stub.DeleteMemory, request)
+        return reply.success
 
     def clear_user_memory(self, user_id: str) -> int:
         """Remove every memory of the user, in every scope; returns how many keys went."""
-        return self._call(self._stub.ClearUserMemory, pb.ClearUserMemoryRequest(user_id=user_id)).count
+        reply: pb.ClearUserMemoryResponse = self._call(
+            self._stub.ClearUserMemory, pb.ClearUserMemoryRequest(user_id=user_id)
+        )
+        return reply.count
 
     # -- audit ---------------------------------------------------------------------------------------------
 
@@ -229,7 +239,7 @@ class SessionClient:
             request.limit = min(1000, limit - len(out)) if limit is not None else 1000
             if after is not None:
                 request.after = after
-            reply = self._call(self._stub.GetEvents, request)
+            reply: pb.GetEventsResponse = self._call(self._stub.GetEvents, request)
             for e in reply.events:
                 event = {
                     f.name: getattr(e, f.name)

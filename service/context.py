@@ -5,9 +5,9 @@ anything with ``role``, ``content``, ``tool_calls``, ``tool_call_id``, ``name``)
 (its ``strategy`` field) and offered to any adapter through ``select_window`` and ``read_window``:
 
 * ``last_n``: the newest ``n`` messages (``limit``; 20 when absent), oldest first;
-* ``token_budget``: the newest messages whose tokens fit ``budget`` (the ``budget`` field, else ``limit``, else
-  4000), oldest first; tokens come from a pluggable counter, by default ``approx_tokens`` (about 4 characters
-  a token, plus 4 tokens of overhead a message);
+* ``token_budget``: the newest messages whose tokens fit ``budget`` (the ``budget`` field, else ``limit``,
+  else 4000), oldest first; tokens come from a pluggable counter, by default ``approx_tokens`` (about 4
+  characters a token, plus 4 tokens of overhead a message);
 * ``truncate``: the name the original platform documented, an alias of ``last_n``.
 
 A window is a suffix of the conversation cut only between *units*: an assistant message that makes tool calls
@@ -20,8 +20,8 @@ unit that does not fit is left out with everything older: a window holds at most
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .commands import Context
@@ -60,7 +60,7 @@ class UnknownStrategy(BadRequest):
 
 
 def resolve_strategy(name: str) -> str:
-    """The strategy a name stands for (``truncate`` -> ``last_n``); ``UnknownStrategy`` lists the known ones."""
+    """The strategy a name stands for (``truncate`` -> ``last_n``); ``UnknownStrategy`` lists the known."""
     try:
         return _ALIASES[name.strip().lower()]
     except KeyError:
@@ -209,7 +209,7 @@ async def read_window(
     strategy: a tail, grown until the window no longer reaches its oldest message (whose unit might begin
     further back) and holds no tool result whose call lies before the tail."""
     name = resolve_strategy(strategy)  # refuse an unknown name before reading anything
-    if limit is not None and limit < 0 or budget is not None and budget < 0:
+    if (limit is not None and limit < 0) or (budget is not None and budget < 0):
         raise BadRequest("limit and budget must not be negative", code="invalid_limit")
     fetch = max(2 * (limit or DEFAULT_LAST_N), 64) if name == "last_n" else 64
     while True:

@@ -206,7 +206,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
         order = _order(request)
         strategy = request.strategy.strip() if request.HasField("strategy") else ""
         if strategy:
-            if offset or order != "asc" or request.HasField("after") and request.after:
+            if offset or order != "asc" or (request.HasField("after") and request.after):
                 raise BadRequest(
                     "a strategy chooses its own window: offset, order and after do not apply",
                     code="strategy_with_paging",

@@ -47,11 +47,20 @@ async def test_six_messages_with_a_tool_call_read_back_in_order_and_page(stub: S
 
     everything = await stub.GetMessages(pb.GetMessagesRequest(session_id=s.session_id))
     assert everything.total_count == 6
-    assert [m.role for m in everything.messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert [m.role for m in everything.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
     assert [m.seq for m in everything.messages] == [1, 2, 3, 4, 5, 6]
     call = everything.messages[2]
     assert not call.HasField("content")
-    assert [(tc.id, tc.type, tc.function.name) for tc in call.tool_calls] == [("call_1", "function", "weather")]
+    assert [(tc.id, tc.type, tc.function.name) for tc in call.tool_calls] == [
+        ("call_1", "function", "weather")
+    ]
     assert json.loads(call.tool_calls[0].function.arguments) == {"city": "Paris"}
     assert everything.messages[3].tool_call_id == "call_1"
     assert all(m.timestamp > 0 for m in everything.messages)  # stamped by the service
@@ -67,7 +76,9 @@ async def test_six_messages_with_a_tool_call_read_back_in_order_and_page(stub: S
     latest = await stub.GetMessages(pb.GetMessagesRequest(session_id=s.session_id, limit=2, order="desc"))
     assert [m.seq for m in latest.messages] == [6, 5]
 
-    resumed = await stub.GetOrCreateSession(pb.GetOrCreateSessionRequest(user_id="bob", session_id=s.session_id))
+    resumed = await stub.GetOrCreateSession(
+        pb.GetOrCreateSessionRequest(user_id="bob", session_id=s.session_id)
+    )
     assert resumed.message_count == 6 and resumed.updated_at >= s.updated_at
 
 
@@ -97,9 +108,13 @@ async def test_memory_user_and_session_scoped_overwritten_deleted_and_cleared(st
     user_only = await stub.GetMemory(pb.GetMemoryRequest(user_id="carol", session_id=""))
     assert "topic" not in user_only.memories  # "" means absent: the user scope
 
-    gone = await stub.DeleteMemory(pb.DeleteMemoryRequest(user_id="carol", key="topic", session_id=s.session_id))
+    gone = await stub.DeleteMemory(
+        pb.DeleteMemoryRequest(user_id="carol", key="topic", session_id=s.session_id)
+    )
     assert gone.success
-    again = await stub.DeleteMemory(pb.DeleteMemoryRequest(user_id="carol", key="topic", session_id=s.session_id))
+    again = await stub.DeleteMemory(
+        pb.DeleteMemoryRequest(user_id="carol", key="topic", session_id=s.session_id)
+    )
     assert not again.success  # a missing key answers false, as the original did
     assert not (await stub.GetMemory(pb.GetMemoryRequest(user_id="carol", session_id=s.session_id))).memories
 
@@ -119,7 +134,9 @@ async def test_a_return_visit_sees_the_memory_and_a_deleted_session_keeps_it(stu
 
     visit = await stub.GetOrCreateSession(pb.GetOrCreateSessionRequest(user_id="dan"))
     assert visit.session_id != first.session_id and visit.created
-    assert dict((await stub.GetMemory(pb.GetMemoryRequest(user_id="dan"))).memories) == {"diet": '"vegetarian"'}
+    assert dict((await stub.GetMemory(pb.GetMemoryRequest(user_id="dan"))).memories) == {
+        "diet": '"vegetarian"'
+    }
 
     assert (await stub.DeleteSession(pb.DeleteSessionRequest(session_id=first.session_id))).success
     assert not (await stub.DeleteSession(pb.DeleteSessionRequest(session_id=first.session_id))).success
@@ -130,7 +147,9 @@ async def test_a_return_visit_sees_the_memory_and_a_deleted_session_keeps_it(stu
         assert e.code() == grpc.StatusCode.NOT_FOUND
     else:
         raise AssertionError("a deleted session's messages are gone")
-    assert dict((await stub.GetMemory(pb.GetMemoryRequest(user_id="dan"))).memories) == {"diet": '"vegetarian"'}
+    assert dict((await stub.GetMemory(pb.GetMemoryRequest(user_id="dan"))).memories) == {
+        "diet": '"vegetarian"'
+    }
     listed = await stub.ListSessions(pb.ListSessionsRequest(user_id="dan"))
     assert [x.session_id for x in listed.sessions] == [visit.session_id]
 
