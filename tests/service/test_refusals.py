@@ -264,3 +264,27 @@ async def test_readiness_fails_while_a_migration_is_missing(real_app: Applicatio
         r = await http.get("/readyz")
         assert_problem(r, 503, "migrations_pending")
         assert r.headers["retry-after"] == "1"
+
+
+async def test_an_unreachable_read_model_is_503_and_a_bug_is_a_500_without_a_trace(
+    real_app: Application, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(real_app)), base_url="http://t"
+    ) as http:
+        assert (await http.post("/v1/sessions", json={"user_id": "u", "session_id": "s"})).status_code == 201
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("secret internals")
+
+        monkeypatch.setattr(real_app.read_model, "get_session", broken)
+        r = await http.get("/v1/sessions/s")
+        body = assert_problem(r, 500, "internal_error")
+        assert "secret" not in r.text and "reference" in body["detail"]
+        monkeypatch.undo()
+
+        await real_app.close()  # stops the projector
+        await real_app.read_model.close()  # type: ignore[attr-defined]
+        r = await http.get("/v1/sessions/s")
+        assert_problem(r, 503, "read_model_unavailable")
+        assert r.headers["retry-after"] == "1"
