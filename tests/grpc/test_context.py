@@ -3,6 +3,7 @@ with tool calls at the window's edge."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -218,3 +219,59 @@ async def test_a_unit_longer_than_the_first_fetch_is_read_whole(stub: pb_grpc.Se
         pb.GetMessagesRequest(session_id=s.session_id, strategy="last_n", limit=50)
     )
     assert _contents(small) == _expected(msgs[-1:])
+
+
+class _Page:
+    def __init__(self, messages: list[Msg], total: int) -> None:
+        self.messages = messages
+        self.total = total
+
+
+class _Queries:
+    """The part of ``service.queries.Queries`` that ``read_window`` uses, over a list; counts the reads."""
+
+    def __init__(self, messages: list[Msg]) -> None:
+        self.all = messages
+        self.reads: list[int] = []
+
+    async def messages(self, ctx: object, session_id: str, *, limit: int, order: str) -> _Page:
+        assert order == "desc"
+        self.reads.append(limit)
+        newest = self.all[::-1][:limit]
+        return _Page(newest, len(self.all))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    msgs=conversations(),
+    more=st.integers(0, 150),
+    n=st.integers(1, 45),
+    budget=st.integers(1, 600),
+)
+def test_property_reading_a_tail_gives_the_window_of_the_whole_session(
+    msgs: list[Msg], more: int, n: int, budget: int
+) -> None:
+    from service.commands import Context
+    from service.context import read_window
+
+    # A whole session (no orphans: the log guarantees every result's call came first), long enough that the
+    # first tail read often ends inside the conversation's tool calls.
+    full = [
+        m
+        for m in msgs
+        if m["role"] != "tool"
+        or any(
+            tc["id"] == m["tool_call_id"] for x in msgs[: msgs.index(m)] for tc in x.get("tool_calls") or ()
+        )
+    ]
+    full = [user(f"pad{i}") for i in range(more)] + full
+    for name, limit, expected in [
+        ("last_n", n, last_n(full, n)),
+        ("token_budget", None, token_budget(full, budget)),
+    ]:
+        queries = _Queries(full)
+        window = asyncio.run(
+            read_window(queries, Context(), "s", name, limit=limit, budget=budget if limit is None else None)
+        )
+        assert window.messages == expected
+        assert window.total == len(full)
