@@ -35,7 +35,7 @@ not have), raises ``PoisonEvent`` naming it, before anything is written.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
@@ -53,7 +53,8 @@ from events.schema import (
 )
 
 from .api import MemoryRecord, MessageRecord, SessionRecord, position_key
-from .errors import InvalidBatch, PoisonEvent
+from .errors import FencedOut, InvalidBatch, PoisonEvent
+from .paging import to_us
 
 __all__ = [
     "USER_SCOPE",
@@ -66,6 +67,7 @@ __all__ = [
     "State",
     "archive_key",
     "check_batch",
+    "check_checkpoint",
     "decode",
     "epoch_ms",
     "guard",
@@ -195,13 +197,35 @@ def guard(
     return skip
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
-
-
 def epoch_ms(dt: datetime) -> int:
     """Whole milliseconds since the epoch (exact, no float rounding)."""
-    return (dt - _EPOCH) // _MS
+    return to_us(dt) // 1000
+
+
+def check_checkpoint(
+    partition: int, stored: str | None, stored_epoch: int, expected: str | None, epoch: int
+) -> None:
+    """The checkpoint compare-and-set: the stored position must be ``expected`` and the stored epoch not
+    newer than ``epoch``; else ``FencedOut`` (details: what was expected, what is stored)."""
+    if stored_epoch > epoch:
+        raise FencedOut(
+            f"partition {partition} is fenced: its checkpoint was written with epoch {stored_epoch},"
+            f" newer than {epoch}",
+            partition=partition,
+            epoch=epoch,
+            stored_epoch=stored_epoch,
+            position=stored,
+        )
+    if position_key(stored) != position_key(expected):
+        raise FencedOut(
+            f"the checkpoint of partition {partition} is at {stored or 'the start'}, not at"
+            f" {expected or 'the start'}: another writer moved it",
+            partition=partition,
+            expected=expected,
+            position=stored,
+            epoch=epoch,
+            stored_epoch=stored_epoch,
+        )
 
 
 def _builtins(value: Any) -> Any:

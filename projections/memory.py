@@ -45,10 +45,10 @@ from .apply import (
     SessionKey,
     archive_key,
     check_batch,
+    check_checkpoint,
     decode,
     guard,
 )
-from .errors import FencedOut
 from .paging import (
     audit_cursor,
     message_window,
@@ -262,25 +262,7 @@ class InMemoryReadModel:
     def _cas(self, projection: str, partition: int, expected: str | None, epoch: int) -> None:
         cp = self._t.checkpoints.get((projection, partition))
         stored, stored_epoch = (cp.position, cp.epoch) if cp is not None else (None, 0)
-        if stored_epoch > epoch:
-            raise FencedOut(
-                f"partition {partition} is fenced: its checkpoint was written with epoch {stored_epoch},"
-                f" newer than {epoch}",
-                partition=partition,
-                epoch=epoch,
-                stored_epoch=stored_epoch,
-                position=stored,
-            )
-        if position_key(stored) != position_key(expected):
-            raise FencedOut(
-                f"the checkpoint of partition {partition} is at {stored or 'the start'}, not at"
-                f" {expected or 'the start'}: another writer moved it",
-                partition=partition,
-                expected=expected,
-                position=stored,
-                epoch=epoch,
-                stored_epoch=stored_epoch,
-            )
+        check_checkpoint(partition, stored, stored_epoch, expected, epoch)
 
     def _set_checkpoint(self, projection: str, partition: int, position: str | None, epoch: int) -> None:
         self._t.checkpoints[(projection, partition)] = Checkpoint(

@@ -27,6 +27,7 @@ __all__ = [
     "audit_cursor",
     "decode_cursor",
     "encode_cursor",
+    "from_us",
     "message_cursor",
     "message_window",
     "ms_bounds",
@@ -43,6 +44,10 @@ _US = timedelta(microseconds=1)
 def to_us(dt: datetime) -> int:
     """Whole microseconds since the epoch (exact)."""
     return (dt - _EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def encode_cursor(kind: str, values: list[Any]) -> str:

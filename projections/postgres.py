@@ -58,10 +58,10 @@ from .api import (
     SessionRecord,
     position_key,
 )
-from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, decode, guard
+from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, check_checkpoint, decode, guard
 from .errors import AlreadyApplied, FencedOut, ReadModelError, ReadModelUnavailable
 from .migrations import migrate
-from .paging import audit_cursor, message_window, parse_session_cursor, session_cursor
+from .paging import audit_cursor, from_us, message_window, parse_session_cursor, session_cursor
 from .store import Statements
 
 __all__ = ["Conn", "Pool", "PostgresReadModel", "configure_connection"]
@@ -200,7 +200,7 @@ class PostgresReadModel:
             query, params = self.sql.list_sessions, [tenant, user_id]
         else:
             us, sid = parse_session_cursor(after)
-            query, params = self.sql.list_sessions_after, [tenant, user_id, store.from_us(us), sid]
+            query, params = self.sql.list_sessions_after, [tenant, user_id, from_us(us), sid]
         query += " ORDER BY updated_at DESC, session_id DESC"
         if limit > 0:
             query += " LIMIT %s"
@@ -302,27 +302,8 @@ class PostgresReadModel:
 
     @staticmethod
     def _check_cas(row: tuple[Any, ...] | None, partition: int, expected: str | None, epoch: int) -> None:
-        assert row is not None
-        stored, stored_epoch = store.position_str(row[0], row[1]), int(row[2])
-        if stored_epoch > epoch:
-            raise FencedOut(
-                f"partition {partition} is fenced: its checkpoint was written with epoch {stored_epoch},"
-                f" newer than {epoch}",
-                partition=partition,
-                epoch=epoch,
-                stored_epoch=stored_epoch,
-                position=stored,
-            )
-        if position_key(stored) != position_key(expected):
-            raise FencedOut(
-                f"the checkpoint of partition {partition} is at {stored or 'the start'}, not at"
-                f" {expected or 'the start'}: another writer moved it",
-                partition=partition,
-                expected=expected,
-                position=stored,
-                epoch=epoch,
-                stored_epoch=stored_epoch,
-            )
+        assert row is not None  # the row was inserted (if missing) just before
+        check_checkpoint(partition, store.position_str(row[0], row[1]), int(row[2]), expected, epoch)
 
     async def _move_checkpoint(
         self,

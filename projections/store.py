@@ -8,19 +8,36 @@ and archive rows go in with COPY.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from .api import AuditFilter, AuditRecord, Checkpoint, DeadLetter, MemoryRecord, MessageRecord, SessionRecord
-from .apply import USER_SCOPE, ArchiveRow, Changes
+from .apply import ArchiveRow, Changes
 from .migrations import check_schema_name
 from .paging import ms_bounds, parse_audit_cursor
 
-__all__ = ["Statements", "audit_where", "position_str", "split_position"]
+__all__ = [
+    "EVENT_ID_CONSTRAINT",
+    "GUARD_CONSTRAINT",
+    "Statements",
+    "archive_rows",
+    "audit_record",
+    "audit_where",
+    "checkpoint",
+    "columns",
+    "dead_letter",
+    "memory_params",
+    "memory_record",
+    "memory_state",
+    "message_record",
+    "message_rows",
+    "position_str",
+    "session_params",
+    "session_record",
+    "split_position",
+]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encode = msgspec.json.Encoder().encode
 
 SESSION_COLUMNS = (
@@ -47,10 +64,6 @@ def split_position(position: str) -> tuple[int, int]:
 
 def position_str(ms: int | None, seq: int | None) -> str | None:
     return None if ms is None else f"{ms}-{seq or 0}"
-
-
-def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
 
 
 def json_text(value: Any) -> str:
@@ -405,23 +418,3 @@ def memory_state(row: tuple[Any, ...]) -> tuple[tuple[str, str, str, str], Memor
         updated_at=created,
     )
     return (t, user, scope, key), record
-
-
-__all__ += [
-    "EVENT_ID_CONSTRAINT",
-    "GUARD_CONSTRAINT",
-    "USER_SCOPE",
-    "archive_rows",
-    "audit_record",
-    "checkpoint",
-    "columns",
-    "dead_letter",
-    "from_us",
-    "memory_params",
-    "memory_record",
-    "memory_state",
-    "message_record",
-    "message_rows",
-    "session_params",
-    "session_record",
-]
