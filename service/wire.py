@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from msgspec import Meta, Struct, field
 
 from events.log import AppendResult
@@ -26,11 +25,13 @@ __all__ = [
     "MemoriesReply",
     "MemoryDeleteReply",
     "MemoryPut",
+    "MemorySaveReply",
     "MessagesReply",
     "Position",
     "Problem",
     "PublishReply",
     "PublishRequest",
+    "PublishedAggregate",
     "SessionDeleteReply",
     "SessionReply",
     "SessionsReply",
@@ -104,7 +105,7 @@ def session_reply(record: SessionRecord, created: bool | None = None) -> Session
     )
 
 
-class SessionsReply(Struct, frozen=True, kw_only=True):
+class SessionsReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
     sessions: list[SessionReply]
     next_cursor: str | None = None
 
@@ -167,7 +168,7 @@ class PublishReply(Struct, frozen=True, kw_only=True):
     results: list[PublishedAggregate]
 
 
-class AuditReply(Struct, frozen=True, kw_only=True):
+class AuditReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
     events: list[AuditRecord]
     next_cursor: str | None = None
 
@@ -186,7 +187,3 @@ class Problem(Struct, frozen=True, kw_only=True, omit_defaults=True):
         body: dict[str, Any] = {**self.extra}
         body.update(type=self.type, title=self.title, status=self.status, code=self.code, detail=self.detail)
         return body
-
-
-def encode(obj: Any) -> bytes:
-    return msgspec.json.encode(obj)
