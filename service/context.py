@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from projections.api import MessagePage, Order
 
 from .commands import Context
 from .errors import BadRequest
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_LAST_N",
     "STRATEGIES",
+    "MessageReader",
     "TokenCounter",
     "UnknownStrategy",
     "Window",
@@ -186,6 +189,14 @@ def _select(
     return _window(messages, lambda start, end: suffix[start] - suffix[end] <= cap)
 
 
+class MessageReader(Protocol):
+    """What ``read_window`` reads through: ``service.queries.Queries`` (with its read-your-writes wait)."""
+
+    async def messages(
+        self, ctx: Context, session_id: str, *, limit: int | None = None, order: Order = "asc"
+    ) -> MessagePage: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """What ``read_window`` returns: the messages, the session's total, and the strategy applied."""
@@ -196,7 +207,7 @@ class Window:
 
 
 async def read_window(
-    queries: Any,
+    queries: MessageReader,
     ctx: Context,
     session_id: str,
     strategy: str,
@@ -205,9 +216,9 @@ async def read_window(
     budget: int | None = None,
     counter: TokenCounter = approx_tokens,
 ) -> Window:
-    """Read just enough of a session's newest messages (``queries``: ``service.queries.Queries``) to apply a
-    strategy: a tail, grown until the window no longer reaches its oldest message (whose unit might begin
-    further back) and holds no tool result whose call lies before the tail."""
+    """Read just enough of a session's newest messages to apply a strategy: a tail, grown until the window
+    no longer reaches its oldest message (whose unit might begin further back) and holds no tool result whose
+    call lies before the tail. The same window as ``select_window`` over the whole session."""
     name = resolve_strategy(strategy)  # refuse an unknown name before reading anything
     if (limit is not None and limit < 0) or (budget is not None and budget < 0):
         raise BadRequest("limit and budget must not be negative", code="invalid_limit")
