@@ -155,11 +155,6 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _with_schema(dsn: str, schema: str) -> str:
-    sep = "&" if "?" in dsn else "?"
-    return f"{dsn}{sep}options=-csearch_path%3D{schema}"
-
-
 async def run(args: argparse.Namespace) -> None:
     from consumers.projector import Projector
     from projections.postgres import PostgresReadModel
@@ -168,9 +163,6 @@ async def run(args: argparse.Namespace) -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     log = EventLog(client, LogSettings(prefix=prefix, partitions=PARTITIONS))
-    with psycopg.connect(args.dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    dsn = _with_schema(args.dsn, schema)
     read_model = None
     try:
         await log.setup()
@@ -178,15 +170,17 @@ async def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         events, messages = await _fill(log, appends)
         fill_s = time.perf_counter() - t0
-        read_model = await PostgresReadModel.open(dsn)
+        read_model = await PostgresReadModel.open(args.dsn, schema)  # creates and migrates the schema
 
-        projector = Projector(log, read_model, worker_id="bench", batch_size=args.batch_size)
+        projector = Projector(
+            log, read_model, worker_id="bench", batch_size=args.batch_size, concurrency=args.concurrency
+        )
         t0 = time.perf_counter()
         stats = await projector.run_until_caught_up(timeout_s=600)
         project_s = time.perf_counter() - t0
         assert stats.applied == events and stats.messages == messages, (stats, events, messages)
 
-        copy_rows, copy_s = _raw_copy(dsn)
+        copy_rows, copy_s = _raw_copy(args.dsn, schema)
         latest, page = await _latency(read_model, args.queries)
     finally:
         if read_model is not None:
@@ -201,14 +195,13 @@ async def run(args: argparse.Namespace) -> None:
     ev_s, msg_s, copy_rate = events / project_s, messages / project_s, copy_rows / copy_s
     print(
         f"project benchmark: {args.sessions + 1} sessions, {events:,} events, {messages:,} messages, "
-        f"{PARTITIONS} partitions, batch {args.batch_size} (log filled in {fill_s:.1f}s)"
+        f"{PARTITIONS} partitions, batch {args.batch_size}, {args.concurrency} partitions at once "
+        f"(log filled in {fill_s:.1f}s)"
     )
     print(
         f"projector, cold to caught up: {project_s:6.2f}s  {ev_s:>9,.0f} events/s  {msg_s:>9,.0f} messages/s"
     )
-    print(
-        f"raw COPY of the same rows:    {copy_s:6.2f}s  {copy_rows:>9,} rows      {copy_rate:>9,.0f} rows/s"
-    )
+    print(f"raw COPY, same rows, best/3: {copy_s:6.2f}s  {copy_rows:>9,} rows      {copy_rate:>9,.0f} rows/s")
     print(f"projector / raw COPY (messages/s / rows/s): {msg_s / copy_rate:.0%} (goal >= 30%)")
     for name, samples in (("latest 20 of 1,000", latest), ("page of 20 at offset 900", page)):
         print(
@@ -217,9 +210,10 @@ async def run(args: argparse.Namespace) -> None:
         )
 
 
-def _raw_copy(dsn: str) -> tuple[int, float]:
+def _raw_copy(dsn: str, schema: str) -> tuple[int, float]:
     """COPY the projected message rows, as they are, into an empty table of the same shape."""
     with psycopg.connect(dsn) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
         conn.execute("CREATE TABLE bench_copy (LIKE messages INCLUDING ALL)")
         conn.commit()
         buf = bytearray()
@@ -227,14 +221,18 @@ def _raw_copy(dsn: str) -> tuple[int, float]:
             for chunk in out:
                 buf += chunk
         conn.commit()
-        t0 = time.perf_counter()
-        with conn.cursor().copy("COPY bench_copy FROM STDIN (FORMAT binary)") as into:
-            for i in range(0, len(buf), 1 << 20):
-                into.write(buf[i : i + (1 << 20)])
-        conn.commit()
-        elapsed = time.perf_counter() - t0
+        best = float("inf")
+        for _ in range(3):  # one COPY lasts a fraction of a second: take the best of three
+            conn.execute("TRUNCATE bench_copy")
+            conn.commit()
+            t0 = time.perf_counter()
+            with conn.cursor().copy("COPY bench_copy FROM STDIN (FORMAT binary)") as into:
+                for i in range(0, len(buf), 1 << 20):
+                    into.write(buf[i : i + (1 << 20)])
+            conn.commit()
+            best = min(best, time.perf_counter() - t0)
         rows = conn.execute("SELECT count(*) FROM bench_copy").fetchone()
-    return int(rows[0]) if rows else 0, elapsed
+    return int(rows[0]) if rows else 0, best
 
 
 async def _latency(read_model: object, runs: int) -> tuple[list[float], list[float]]:
@@ -258,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench project", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     parser.add_argument(

@@ -101,6 +101,7 @@ async def _project(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             block_ms=args.block_ms,
             lease_ttl_ms=args.lease_ttl_ms,
+            concurrency=args.concurrency,
         )
         if args.burst:
             started = time.monotonic()
@@ -271,6 +272,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--block-ms", type=int, default=200)
     p.add_argument("--lease-ttl-ms", type=int, default=5000)
+    p.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")
     p.add_argument(
         "--timeout", type=float, default=None, help="with --burst: give up after this many seconds"
     )

@@ -105,11 +105,15 @@ class Projector:
         max_attempts: int = 3,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,
+        concurrency: int = 4,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency  # partitions applied at once (each on its own connection)
         self.log = log
         self.read_model = read_model
         self.worker_id = worker_id or default_worker_id()
@@ -224,13 +228,25 @@ class Projector:
             return 0
         positions = {p: self._positions.get(p) or START for p in sorted(self._owned)}
         batches = await self.log.read_many(positions, count=self.batch_size, block_ms=block_ms)
-        total = 0
-        for p in sorted(batches):
-            entries = batches[p]
-            if p in self._owned and entries:
-                total += len(entries)
+        work = [(p, batches[p]) for p in sorted(batches) if p in self._owned and batches[p]]
+        if self.concurrency == 1 or len(work) == 1:
+            for p, entries in work:
                 await self._apply(p, entries)
-        return total
+        else:
+            # Partitions are independent: while one batch waits on PostgreSQL, the next is decoded and
+            # folded. Every batch runs to its end before an error is raised, so no apply is left in flight
+            # when the caller backs off and reads again.
+            gate = asyncio.Semaphore(self.concurrency)
+
+            async def one(p: int, entries: Sequence[RawEntry]) -> None:
+                async with gate:
+                    await self._apply(p, entries)
+
+            results = await asyncio.gather(*(one(p, e) for p, e in work), return_exceptions=True)
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+        return sum(len(e) for _, e in work)
 
     async def maintain(self) -> None:
         """Heartbeat, renew held leases (dropping lost ones), then release above or acquire up to quota."""

