@@ -115,7 +115,14 @@ class Consistency:
     async def refresh(self) -> None:
         """Read the checkpoints once; concurrent callers share the one query."""
         if self._refreshing is not None:
-            await asyncio.shield(self._refreshing)
+            shared = self._refreshing
+            try:
+                await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if shared.cancelled() and task is not None and not task.cancelling():
+                    return  # the request that ran the query was cancelled, not this one: poll again
+                raise
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._refreshing = fut

@@ -94,3 +94,31 @@ async def test_an_external_projector_is_seen_by_polling(log: EventLog) -> None:
     later_p, later = await _one_event(log, "s2")
     if later_p == p:
         assert consistency.missing({p: later}) == {p: later}
+
+
+async def test_a_cancelled_reader_does_not_cancel_the_readers_sharing_its_query(log: EventLog) -> None:
+    p, pos = await _one_event(log, "s1")
+    model = InMemoryReadModel()
+    started = asyncio.Event()
+    release = asyncio.Event()
+    real_checkpoints = model.checkpoints
+
+    async def slow_checkpoints(projection: str = "read_models"):  # type: ignore[no-untyped-def]
+        started.set()
+        await release.wait()
+        return await real_checkpoints(projection)
+
+    model.checkpoints = slow_checkpoints  # type: ignore[method-assign]
+    consistency = Consistency(model, timeout_s=30)
+    first = asyncio.create_task(consistency.wait({p: pos}))
+    await started.wait()
+    second = asyncio.create_task(consistency.wait({p: pos}))
+    await asyncio.sleep(0.01)  # the second now shares the first's query
+    first.cancel()
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    model.checkpoints = real_checkpoints  # type: ignore[method-assign]
+    release.set()
+    await _project(log, model, p)
+    await asyncio.wait_for(second, 10)
+    assert first.cancelled()
