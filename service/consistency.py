@@ -150,8 +150,11 @@ class Consistency:
         deadline = time.monotonic() + timeout
         interval = _MIN_POLL_S
         while True:
-            await self.refresh()
+            # A notification may already have moved the known checkpoints: only query when still behind.
             behind = self.missing(wanted)
+            if behind:
+                await self.refresh()
+                behind = self.missing(wanted)
             if not behind:
                 return
             remaining = deadline - time.monotonic()
