@@ -7,8 +7,8 @@ Beyond the original: ``list_sessions``, ``get_events`` (the audit trail), ``get_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import msgspec
@@ -24,7 +24,6 @@ Session = pb.GetOrCreateSessionResponse
 """What ``get_or_create`` returns: ``session_id``, ``user_id``, ``created_at``, ``updated_at`` (epoch ms),
 ``created``, ``message_count``, as the original's response message."""
 
-T = TypeVar("T")
 _MESSAGE_KEYS = ("content", "tool_call_id", "name")
 
 
