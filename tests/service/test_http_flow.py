@@ -274,3 +274,24 @@ async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
         "/v1/users/{user_id}/sessions",
     ):
         assert path in spec["paths"], path
+
+
+async def test_tenants_are_isolated(http: httpx.AsyncClient) -> None:
+    a, b = {"X-Tenant-Id": "acme"}, {"X-Tenant-Id": "globex"}
+    assert (
+        await http.post("/v1/sessions", json={"user_id": "alice", "session_id": "s"}, headers=a)
+    ).status_code == 201
+    assert (
+        await http.post("/v1/sessions", json={"user_id": "bob", "session_id": "s"}, headers=b)
+    ).status_code == 201
+    await http.post(
+        "/v1/sessions/s/messages", json={"messages": [{"role": "user", "content": "acme"}]}, headers=a
+    )
+    await http.put("/v1/users/alice/memory/k", json={"value": "acme"}, headers=a)
+    assert (await http.get("/v1/sessions/s", headers=b)).json()["user_id"] == "bob"
+    assert (await http.get("/v1/sessions/s/messages", headers=b)).json()["total"] == 0
+    assert (await http.get("/v1/users/alice/memory", headers=b)).json() == {"memories": {}}
+    assert (await http.get("/v1/users/alice/memory", headers=a)).json() == {"memories": {"k": "acme"}}
+    assert (await http.get("/v1/sessions/s")).status_code == 404  # the default tenant has no such session
+    trail = (await http.get("/v1/events", params={"user_id": "alice"}, headers=a)).json()["events"]
+    assert {e["tenant"] for e in trail} == {"acme"}
