@@ -1,12 +1,8 @@
-# The image of the API and the projector workers (docker-compose.yml).
+# The image of the API and the projector workers (docker-compose.yml). .dockerignore keeps the virtual
+# environment, git history and caches out of the build context.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY events events
-COPY projections projections
-COPY consumers consumers
-COPY service service
-COPY bench bench
+COPY . .
 RUN pip install --no-cache-dir .
 EXPOSE 8052 50052
 CMD ["sessions", "serve"]
