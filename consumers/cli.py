@@ -213,9 +213,6 @@ async def _retry(log: EventLog, read_model: ReadModel, ids: list[int]) -> int:
 
 # -- trim -------------------------------------------------------------------------------------------------
 async def _trim(args: argparse.Namespace) -> int:
-    if args.keep is not None and args.keep_seconds is not None:
-        raise CommandError("give --keep or --keep-seconds, not both", code="invalid_arguments")
-
     def show(r: TrimResult) -> None:
         what = f"removed {r.removed}" if r.min_id else "left alone (no checkpoint or inside the window)"
         print(f"trim: partition {r.partition}: {what}, {r.remaining} left", file=sys.stderr)
@@ -293,8 +290,13 @@ def add_commands(subparsers: Any) -> None:
     d.set_defaults(handler=_run(_dead_letters))
 
     t = subparsers.add_parser("trim", help="trim the Redis streams below the durable checkpoints")
-    t.add_argument("--keep", type=int, default=None, help="keep at least the newest N entries per partition")
-    t.add_argument("--keep-seconds", type=float, default=None, help="keep the entries of the last S seconds")
+    window = t.add_mutually_exclusive_group()
+    window.add_argument(
+        "--keep", type=int, default=None, help="keep at least the newest N entries per partition"
+    )
+    window.add_argument(
+        "--keep-seconds", type=float, default=None, help="keep the entries of the last S seconds"
+    )
     t.add_argument("--every", type=float, default=None, help="repeat every S seconds (until Ctrl-C)")
     t.set_defaults(handler=_run(_trim))
 
