@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import redis.asyncio as aioredis
 
@@ -21,7 +22,7 @@ from consumers.cli import main
 from events import EventLog, LogSettings
 from events.codec import UPCASTERS
 from tests.events.factories import added, created, msg
-from tests.fix_pg import check_pg
+from tests.fix_pg import PG_DSN, check_pg
 from tests.fix_redis import REDIS_URL, delete_prefix
 
 from .pg import open_pg_read_model, projector_env
@@ -208,3 +209,70 @@ def test_errors_are_one_line_and_non_zero(
         monkeypatch.setenv(k, v)
     got, _out, err = run(capsys, "status")
     assert got == code and text in err and err.count("\n") == 1 and err.startswith("sessions: ")
+
+
+def test_ctrl_c_cancels_a_rebuild_and_resume_continues_it(
+    cli_env: dict[str, str],
+    pg_schema: str,
+    key_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+) -> None:
+    async def setup() -> int:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        log = EventLog(client, LogSettings(prefix=key_prefix, partitions=PARTITIONS))
+        await log.setup()
+        for i in range(0, 1500, 100):
+            await log.append_batch([[created(f"r{j}", "u1")] for j in range(i, i + 100)])
+        await client.aclose()
+        return 1500
+
+    n = asyncio.run(setup())
+    assert run(capsys, "project", "--burst")[0] == 0
+    with (tmp_path / "rebuild.log").open("wb") as errf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers", "rebuild", "--batch-size", "5"],
+            env=cli_env,
+            stdout=subprocess.DEVNULL,
+            stderr=errf,
+        )
+    shadow = f"{pg_schema}__rebuild"
+    try:
+        deadline = time.monotonic() + 60
+        while not _shadow_has_progress(shadow):
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "rebuild.log").read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = (tmp_path / "rebuild.log").read_text()
+    assert "--resume" in err and "Traceback" not in err
+    code, out, _ = run(capsys, "rebuild", "--resume")
+    done = int(out.split()[1])
+    assert code == 0 and 0 < done < n
+
+    async def sessions_of_u1() -> int:
+        rm = await open_pg_read_model(pg_schema)
+        try:
+            page = await rm.list_sessions("default", "u1", limit=n + 10)
+            return len(page.sessions)
+        finally:
+            await rm.close()
+
+    assert asyncio.run(sessions_of_u1()) == n
+
+
+def _shadow_has_progress(schema: str) -> bool:
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema]).fetchone()
+        if not found:
+            return False
+        try:
+            row = conn.execute(
+                f'SELECT count(*) FROM "{schema}".checkpoints WHERE pos_ms IS NOT NULL'
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return False
+        return bool(row and row[0])
