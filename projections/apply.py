@@ -34,7 +34,7 @@ not have), raises ``PoisonEvent`` naming it, before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -228,10 +228,6 @@ def check_checkpoint(
         )
 
 
-def _builtins(value: Any) -> Any:
-    return msgspec.to_builtins(value)
-
-
 class Changes:
     """The net effect of a batch on a ``State``. ``add`` each entry in order; then write the attributes."""
 
@@ -258,11 +254,6 @@ class Changes:
         return self._state.memory(key)
 
     # -- folding ----------------------------------------------------------------------------------------
-    def add_all(self, entries: Iterable[RawEntry]) -> Changes:
-        for entry in entries:
-            self.add(entry)
-        return self
-
     def add(self, entry: RawEntry, event: AnyEvent | None = None) -> None:
         """Fold one entry in. Raises PoisonEvent (and leaves the batch unusable: callers discard it)."""
         ev = decode(entry) if event is None else event
@@ -335,7 +326,7 @@ class Changes:
                         role=m.role,
                         content=m.content,
                         name=m.name,
-                        tool_calls=_builtins(m.tool_calls) if m.tool_calls is not None else None,
+                        tool_calls=msgspec.to_builtins(m.tool_calls) if m.tool_calls is not None else None,
                         tool_call_id=m.tool_call_id,
                         timestamp=m.timestamp or occurred_ms,
                         metadata=m.metadata,

@@ -42,7 +42,9 @@ _US = timedelta(microseconds=1)
 
 
 def to_us(dt: datetime) -> int:
-    """Whole microseconds since the epoch (exact)."""
+    """Whole microseconds since the epoch (exact). A naive datetime is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _US
 
 
