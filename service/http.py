@@ -345,7 +345,7 @@ async def publish_events(
             )
         decoded.append(event)
     results = await application.commands.publish(decoded)
-    application.metrics.observe_appends("publish", results)
+    application.metrics.observe_appends("publish_events", results)
     firsts: dict[tuple[str, str], Any] = {}
     for e in decoded:
         firsts.setdefault((e.aggregate_kind, e.aggregate_id), e)

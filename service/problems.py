@@ -87,6 +87,9 @@ def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> R
             request.app.state["application"].metrics.read_timeouts.inc()
     if status == 500:
         log.error("configuration error on %s %s: %s", request.method, request.url.path, exc.message)
+    if request.method != "GET" and 400 <= status < 500:
+        # A command the log (or the request's validation) refused; named like the handler.
+        request.app.state["application"].metrics.observe_refusal(request.route_handler.handler_name)
     return problem(status, exc.code, exc.message, _jsonable(exc.details), **headers)
 
 

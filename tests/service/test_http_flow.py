@@ -254,11 +254,15 @@ async def test_operations_endpoints(http: httpx.AsyncClient) -> None:
     assert ready.status_code == 200 and ready.json()["checks"]["log"] == "ok"
     await create(http, "jay")
     await http.get("/v1/sessions/nope")
+    await http.post(
+        "/v1/sessions",
+        json={"user_id": "mallory", "session_id": (await create(http, "kim")).json()["session_id"]},
+    )
     metrics = await http.get("/metrics")
     assert metrics.status_code == 200
     text = metrics.text
-    assert 'sessions_http_requests_total{method="POST",route="/v1/sessions",status="201"} 1.0' in text
-    assert 'sessions_appends_total{command="create_session",outcome="appended"} 1.0' in text
+    assert 'sessions_http_requests_total{method="POST",route="/v1/sessions",status="201"} 2.0' in text
+    assert 'sessions_appends_total{command="create_session",outcome="appended"} 2.0' in text
     assert (
         'sessions_http_requests_total{method="GET",route="/v1/sessions/{session_id}",status="404"} 1.0'
         in text
