@@ -11,17 +11,22 @@ schema, both removed afterwards:
 3. COPY the same message rows (read back from the projected table) into an empty table of the same shape
    (``LIKE ... INCLUDING ALL``: same indexes and constraints), in one transaction: rows/s; print the ratio;
 4. query the 1,000-message session: the latest 20 messages, and a page of 20 at offset 900: p50/p99.
+
+``--workers N`` projects with N forked worker processes (each takes ~16/N partitions through the leases);
+``--concurrency`` sets how many partitions one worker applies at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 import redis.asyncio as aioredis
@@ -172,13 +177,17 @@ async def run(args: argparse.Namespace) -> None:
         fill_s = time.perf_counter() - t0
         read_model = await PostgresReadModel.open(args.dsn, schema)  # creates and migrates the schema
 
-        projector = Projector(
-            log, read_model, worker_id="bench", batch_size=args.batch_size, concurrency=args.concurrency
-        )
-        t0 = time.perf_counter()
-        stats = await projector.run_until_caught_up(timeout_s=600)
-        project_s = time.perf_counter() - t0
-        assert stats.applied == events and stats.messages == messages, (stats, events, messages)
+        if args.workers == 1:
+            projector = Projector(
+                log, read_model, worker_id="bench", batch_size=args.batch_size, concurrency=args.concurrency
+            )
+            t0 = time.perf_counter()
+            stats = await projector.run_until_caught_up(timeout_s=600)
+            project_s = time.perf_counter() - t0
+            applied = (stats.applied, stats.messages)
+        else:
+            applied, project_s = _project_in_processes(args, prefix, schema)  # fork from the main thread
+        assert applied == (events, messages), (applied, events, messages)
 
         copy_rows, copy_s = _raw_copy(args.dsn, schema)
         latest, page = await _latency(read_model, args.queries)
@@ -195,8 +204,8 @@ async def run(args: argparse.Namespace) -> None:
     ev_s, msg_s, copy_rate = events / project_s, messages / project_s, copy_rows / copy_s
     print(
         f"project benchmark: {args.sessions + 1} sessions, {events:,} events, {messages:,} messages, "
-        f"{PARTITIONS} partitions, batch {args.batch_size}, {args.concurrency} partitions at once "
-        f"(log filled in {fill_s:.1f}s)"
+        f"{PARTITIONS} partitions, batch {args.batch_size}, {args.workers} worker(s) applying "
+        f"{args.concurrency} partitions at once (log filled in {fill_s:.1f}s)"
     )
     print(
         f"projector, cold to caught up: {project_s:6.2f}s  {ev_s:>9,.0f} events/s  {msg_s:>9,.0f} messages/s"
@@ -208,6 +217,61 @@ async def run(args: argparse.Namespace) -> None:
             f"query {name:<26} p50 {_pct(samples, 0.5) * 1000:6.3f} ms  "
             f"p99 {_pct(samples, 0.99) * 1000:6.3f} ms  ({len(samples)} runs; goal p99 < 2 ms)"
         )
+
+
+def _project_in_processes(
+    args: argparse.Namespace, prefix: str, schema: str
+) -> tuple[tuple[int, int], float]:
+    """``args.workers`` projector processes (forked, so they start with everything imported), released
+    together once each has announced itself; timed from the release to the last one caught up."""
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Barrier(args.workers + 1)
+    results: multiprocessing.Queue[tuple[int, int]] = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_process, args=(args, prefix, schema, f"bench-{i}", ready, results))
+        for i in range(args.workers)
+    ]
+    for proc in procs:
+        proc.start()
+    ready.wait(timeout=60)
+    t0 = time.perf_counter()
+    totals = [results.get(timeout=600) for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for proc in procs:
+        proc.join(timeout=60)
+        if proc.exitcode != 0:
+            raise RuntimeError(f"a projector process failed (exit code {proc.exitcode})")
+    return (sum(t[0] for t in totals), sum(t[1] for t in totals)), elapsed
+
+
+def _worker_process(
+    args: argparse.Namespace, prefix: str, schema: str, worker_id: str, ready: Any, results: Any
+) -> None:
+    from consumers.projector import Projector
+    from projections.postgres import PostgresReadModel
+
+    async def go() -> tuple[int, int]:
+        client = aioredis.Redis.from_url(args.redis)
+        log = EventLog(client, LogSettings(prefix=prefix, partitions=PARTITIONS))
+        read_model = await PostgresReadModel.open(args.dsn, schema)
+        try:
+            projector = Projector(
+                log,
+                read_model,
+                worker_id=worker_id,
+                batch_size=args.batch_size,
+                concurrency=args.concurrency,
+                lease_ttl_ms=600,
+            )
+            await projector.leases.heartbeat()  # every worker is known before any takes its share
+            await asyncio.to_thread(ready.wait, 60)
+            stats = await projector.run_until_caught_up(timeout_s=600)
+            return stats.applied, stats.messages
+        finally:
+            await read_model.close()
+            await client.aclose()
+
+    results.put(asyncio.run(go()))
 
 
 def _raw_copy(dsn: str, schema: str) -> tuple[int, float]:
@@ -257,6 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")
+    parser.add_argument("--workers", type=int, default=1, help="projector processes (each takes ~16/N)")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     parser.add_argument(
