@@ -7,9 +7,10 @@ schema, both removed afterwards:
    message and the assistant's answer; 15% of turns are tool-call rounds: user, assistant with a tool call,
    the tool's result, the assistant's answer), memory writes on 10% of turns (user or session scope), plus
    one session of 1,000 messages for the queries;
-2. project it from a cold checkpoint to caught up with one worker: events/s and messages/s;
+2. project it from a cold checkpoint to caught up: events/s and messages/s;
 3. COPY the same message rows (read back from the projected table) into an empty table of the same shape
-   (``LIKE ... INCLUDING ALL``: same indexes and constraints), in one transaction: rows/s; print the ratio;
+   (``LIKE ... INCLUDING ALL``: same indexes and constraints), in one transaction, best of three: rows/s;
+   print the ratio;
 4. query the 1,000-message session: the latest 20 messages, and a page of 20 at offset 900: p50/p99.
 
 ``--workers N`` projects with N forked worker processes (each takes ~16/N partitions through the leases);
