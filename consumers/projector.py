@@ -38,7 +38,7 @@ from projections.errors import FencedOut, PoisonEvent
 
 from .errors import NotCaughtUp
 from .leases import Lease, LeaseManager, quota, rebalance_plan
-from .status import partition_status
+from .status import PartitionStatus, partition_status
 
 __all__ = ["OUTAGES", "Projector", "ProjectorStats", "default_worker_id"]
 
@@ -211,7 +211,7 @@ class Projector:
         self._owned.clear()
         self._positions.clear()
 
-    async def lag(self) -> list[Any]:
+    async def lag(self) -> list[PartitionStatus]:
         """Per partition: head, checkpoint, lag in events and seconds, owner (see ``consumers.status``)."""
         return await partition_status(self.log, self.read_model, projection=self.projection)
 
@@ -320,6 +320,9 @@ class Projector:
                 chunks[0:0] = await self._split_poison(partition, chunk, e)
                 continue
             self._positions[partition] = outcome.position
+            if self._attempts:  # an entry that failed before and went through on a retry
+                for entry in chunk:
+                    self._attempts.pop((partition, entry.position), None)
             self.stats.batches += 1
             self.stats.applied += outcome.applied
             self.stats.messages += outcome.messages
