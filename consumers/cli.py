@@ -22,8 +22,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import SessionsError
+from events.errors import ConfigurationError, SessionsError, Unavailable
 from events.log import EventLog
 from events.settings import LogSettings
 from projections.api import PROJECTION, ReadModel
@@ -48,6 +50,7 @@ async def open_resources() -> AsyncIterator[tuple[EventLog, ReadModel]]:
 
     log = EventLog.connect(LogSettings.from_env())
     try:
+        await _check_partitions(log)
         read_model = await open_read_model(ReadModelSettings.from_env())
         try:
             yield log, read_model
@@ -57,6 +60,20 @@ async def open_resources() -> AsyncIterator[tuple[EventLog, ReadModel]]:
                 await close()
     finally:
         await log.close()
+
+
+async def _check_partitions(log: EventLog) -> None:
+    """A worker or a trim with the wrong partition count would silently miss partitions: refuse it."""
+    try:
+        found = await log.redis.hget(log.keys.config(0), "partitions")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        raise Unavailable(f"cannot reach Redis: {e}") from e
+    if found is not None and int(found) != log.partitions:
+        raise ConfigurationError(
+            f"this Redis holds a log of {int(found)} partitions under prefix {log.settings.prefix!r}, but "
+            f"SESSIONS_PARTITIONS says {log.partitions}",
+            code="partition_count_mismatch",
+        )
 
 
 def _run(body: Callable[[argparse.Namespace], Awaitable[int]]) -> Handler:

@@ -195,16 +195,19 @@ def test_a_worker_process_is_healthy_while_it_runs_and_exits_0_on_sigterm(
         ({"SESSIONS_PARTITIONS": "many"}, 2, "invalid_setting"),
         ({"SESSION_STORAGE": "postgres", "DB_CONNECTION_STRING": ""}, 1, "missing_db_connection_string"),
         ({"REDIS_URL": "redis://127.0.0.1:1/0"}, 1, "cannot reach Redis"),
+        ({"SESSIONS_PARTITIONS": "8"}, 1, "partition_count_mismatch"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(
     cli_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    key_prefix: str,
     env: dict[str, str],
     code: int,
     text: str,
 ) -> None:
+    asyncio.run(_setup(key_prefix))  # a log of 4 partitions
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     got, _out, err = run(capsys, "status")
