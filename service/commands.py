@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import NotFound, PermissionDenied, SessionsError
+from events.errors import NotFound, PermissionDenied, SessionsError, Unavailable
 from events.log import AppendResult, EventLog
 from events.schema import (
     Actor,
@@ -204,7 +206,11 @@ class Commands:
                 ]
             )
         ]
-        for sid in await self.log.scoped_sessions(ctx.tenant, user_id):
+        try:
+            scoped = await self.log.scoped_sessions(ctx.tenant, user_id)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        for sid in scoped:
             event = MemoryCleared(
                 aggregate_kind="session",
                 aggregate_id=sid,

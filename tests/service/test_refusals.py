@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -288,3 +289,50 @@ async def test_an_unreachable_read_model_is_503_and_a_bug_is_a_500_without_a_tra
         r = await http.get("/v1/sessions/s")
         assert_problem(r, 503, "read_model_unavailable")
         assert r.headers["retry-after"] == "1"
+
+
+@pytest.fixture
+async def redis_down(key_prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The log's Redis is unreachable (a loopback port nothing listens on)."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from events import EventLog
+    from projections.memory import InMemoryReadModel
+    from service.settings import ServiceSettings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # No retries: redis-py's default backoff would only make the refusals slow.
+    client = aioredis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+    settings = LogSettings(prefix=key_prefix, partitions=4)
+    app = Application(EventLog(client, settings), InMemoryReadModel(), settings=ServiceSettings(log=settings))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(app)), base_url="http://t"
+    ) as http:
+        yield http
+    await client.aclose()
+
+
+async def test_an_unreachable_log_is_503_on_every_path(redis_down: httpx.AsyncClient) -> None:
+    http = redis_down
+    msg = {"messages": [{"role": "user", "content": "x"}]}
+    for r in (
+        await http.post("/v1/sessions", json={"user_id": "u"}),
+        await http.post("/v1/sessions/s/messages", json=msg),
+        await http.get("/v1/sessions/s"),
+        await http.get("/v1/sessions/s/messages"),
+        await http.get("/v1/users/u/sessions"),
+        await http.get("/v1/users/u/memory"),
+        await http.put("/v1/users/u/memory/k", json={"value": 1}),
+        await http.delete("/v1/users/u/memory"),
+        await http.get("/v1/events"),
+    ):
+        body = assert_problem(r, 503, "unavailable")
+        assert r.headers["retry-after"] == "1" and "Redis" in body["detail"]
+    assert_problem(await http.get("/readyz"), 503, "log_unreachable")
+    assert (await http.get("/healthz")).status_code == 200
