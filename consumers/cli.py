@@ -234,15 +234,27 @@ async def _trim(args: argparse.Namespace) -> int:
         what = f"removed {r.removed}" if r.min_id else "left alone (no checkpoint or inside the window)"
         print(f"trim: partition {r.partition}: {what}, {r.remaining} left", file=sys.stderr)
 
+    stop = asyncio.Event()
+    if args.every:
+        # As a long-running trimmer, SIGTERM or Ctrl-C between two rounds is the normal way to stop: exit 0.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     async with open_resources() as (log, read_model):
         while True:
             results = await trim_partitions(
                 log, read_model, keep=args.keep, keep_seconds=args.keep_seconds, progress=show
             )
-            print(f"trimmed {sum(r.removed for r in results)} entries from {len(results)} partitions")
+            print(
+                f"trimmed {sum(r.removed for r in results)} entries from {len(results)} partitions",
+                flush=True,
+            )
             if not args.every:
                 return 0
-            await asyncio.sleep(args.every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.every)
+            if stop.is_set():
+                return 0
 
 
 # -- rebuild and migrate ----------------------------------------------------------------------------------

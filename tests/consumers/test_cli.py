@@ -279,3 +279,26 @@ def _shadow_has_progress(schema: str) -> bool:
         except psycopg.errors.UndefinedTable:
             return False
         return bool(row and row[0])
+
+
+def test_trim_every_runs_rounds_until_sigterm(
+    cli_env: dict[str, str], key_prefix: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    n = asyncio.run(_setup(key_prefix))
+    assert run(capsys, "project", "--burst")[0] == 0
+    out_file = tmp_path / "trim.out"
+    with out_file.open("wb") as out, (tmp_path / "trim.err").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers", "trim", "--every", "0.1"], env=cli_env, stdout=out, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while out_file.read_text().count("trimmed") < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "trim.err").read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    rounds = out_file.read_text().splitlines()
+    assert rounds[0] == f"trimmed {n} entries from {PARTITIONS} partitions"
+    assert rounds[1] == f"trimmed 0 entries from {PARTITIONS} partitions"
