@@ -4,8 +4,9 @@ A lease is one Redis string per partition and projection (``Keys.lease``) holdin
 <owner>"``. The key never expires: an expired lease is one whose ``until_ms`` lies in the past by the Redis
 clock (``TIME`` inside the scripts, so workers with skewed clocks agree). Keeping the key keeps the epoch, so
 the epoch only ever grows: every acquire (a first one, a take-over of an expired lease, a forced steal, a
-restarted worker taking back its own) increments it; only a renewal keeps it. The epoch is the fencing token the read model checks in its checkpoint compare-and-set,
-so a worker that lost its lease while paused cannot write after the new owner did.
+restarted worker taking back its own) increments it; only a renewal keeps it. The epoch is the fencing
+token the read model checks in its checkpoint compare-and-set, so a worker that lost its lease while paused
+cannot write after the new owner did.
 
 Workers announce themselves in a sorted set (``Keys.workers``) scored by the Redis time their heartbeat
 expires. The live members, sorted, give each worker its quota: ``P // N`` partitions, one more for the first
