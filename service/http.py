@@ -17,6 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -98,6 +99,12 @@ def _positions(request: Request[Any, Any, Any]) -> Positions:
 def _application(state: State) -> Application:
     app: Application = state["application"]
     return app
+
+
+def _key(request: Request[Any, Any, Any]) -> str:
+    """The memory key: the rest of the path after ``/memory/``, exactly as sent (so keys may hold '/', as is
+    or as %2F; a user id cannot, so the first ``/memory/`` is the one)."""
+    return str(request.scope["path"]).split("/memory/", 1)[1]
 
 
 def _written(body: Any, positions: list[Position], status: int = 200, **headers: str) -> Response[Any]:
@@ -245,19 +252,24 @@ async def get_messages(
 
 
 @put(
-    "/v1/users/{user_id:str}/memory/{key:str}",
+    "/v1/users/{user_id:str}/memory/{key:path}",
     responses=error_responses(403, 404, 410, 413, 422),
     summary="Save a memory (user-scoped, or scoped to a session)",
 )
 async def save_memory(
-    user_id: FromPath[str], key: FromPath[str], data: JSONBody[MemoryPut], application: App, ctx: Ctx
+    user_id: FromPath[str],
+    key: FromPath[Path],
+    request: Request[Any, Any, Any],
+    data: JSONBody[MemoryPut],
+    application: App,
+    ctx: Ctx,
 ) -> Response[MemorySaveReply]:
-    result = await application.commands.save_memory(ctx, user_id, key, data.value, data.session_id)
+    result = await application.commands.save_memory(ctx, user_id, _key(request), data.value, data.session_id)
     application.metrics.observe_appends("save_memory", [result])
     pos = positions_of(result)
     reply = MemorySaveReply(
         user_id=user_id,
-        key=key,
+        key=_key(request),
         session_id=data.session_id,
         version=result.version,
         position=pos[0] if pos else None,
@@ -286,21 +298,22 @@ async def get_memory(
 
 
 @delete(
-    "/v1/users/{user_id:str}/memory/{key:str}",
+    "/v1/users/{user_id:str}/memory/{key:path}",
     responses=error_responses(403, 404, 410, 422),
     status_code=200,
     summary="Delete a memory key",
 )
 async def delete_memory(
     user_id: FromPath[str],
-    key: FromPath[str],
+    key: FromPath[Path],
+    request: Request[Any, Any, Any],
     application: App,
     ctx: Ctx,
     session_id: Annotated[
         str | None, QueryParameter(description="the session scope; absent: the user scope")
     ] = None,
 ) -> Response[MemoryDeleteReply]:
-    result = await application.commands.delete_memory(ctx, user_id, key, session_id)
+    result = await application.commands.delete_memory(ctx, user_id, _key(request), session_id)
     application.metrics.observe_appends("delete_memory", [result])
     pos = positions_of(result)
     return _written(MemoryDeleteReply(deleted=result.removed > 0, position=pos[0] if pos else None), pos)

@@ -42,6 +42,10 @@ __all__ = [
 POSITION_HEADER = "X-Session-Position"
 
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
+# A session id is a path segment of the API: no '/'.
+SessionId = Annotated[
+    str, Meta(min_length=1, max_length=256, pattern=r"^[^/]+$", description="1 to 256 characters, no '/'")
+]
 
 
 class Position(Struct, frozen=True):
@@ -57,8 +61,8 @@ def positions_of(*results: AppendResult) -> list[Position]:
 
 
 class CreateSession(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    user_id: Id
-    session_id: Id | None = None
+    user_id: SessionId  # a path segment too
+    session_id: SessionId | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 

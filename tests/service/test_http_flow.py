@@ -299,3 +299,18 @@ async def test_tenants_are_isolated(http: httpx.AsyncClient) -> None:
     assert (await http.get("/v1/sessions/s")).status_code == 404  # the default tenant has no such session
     trail = (await http.get("/v1/events", params={"user_id": "alice"}, headers=a)).json()["events"]
     assert {e["tenant"] for e in trail} == {"acme"}
+
+
+async def test_memory_keys_may_hold_slashes(http: httpx.AsyncClient) -> None:
+    await create(http, "lou")
+    assert (await http.put("/v1/users/lou/memory/prefs/theme", json={"value": "dark"})).status_code == 200
+    r = await http.put("/v1/users/lou/memory/prefs%2Flang", json={"value": "fr"})
+    assert r.status_code == 200 and r.json()["key"] == "prefs/lang"
+    assert (await http.get("/v1/users/lou/memory")).json() == {
+        "memories": {"prefs/theme": "dark", "prefs/lang": "fr"}
+    }
+    assert (await http.get("/v1/users/lou/memory", params={"key": "prefs/theme"})).json() == {
+        "memories": {"prefs/theme": "dark"}
+    }
+    assert (await http.delete("/v1/users/lou/memory/prefs/theme")).json()["deleted"] is True
+    assert (await http.get("/v1/users/lou/memory")).json() == {"memories": {"prefs/lang": "fr"}}

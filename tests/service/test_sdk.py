@@ -58,6 +58,9 @@ async def test_the_async_client_end_to_end(sdk: AsyncSessionsClient) -> None:
     }
     assert await sdk.delete_memory("alice", "note", session_id=s.session_id) is True
     assert await sdk.delete_memory("alice", "note", session_id=s.session_id) is False
+    await sdk.save_memory("alice", "prefs/units", "metric")
+    assert await sdk.get_memory("alice", key="prefs/units") == {"prefs/units": "metric"}
+    assert await sdk.delete_memory("alice", "prefs/units") is True
     assert await sdk.clear_memory("alice") == 1
     assert await sdk.get_memory("alice") == {}
 
