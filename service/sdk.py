@@ -17,7 +17,7 @@ The request building is plain functions (``Call``); the two clients only send th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
@@ -28,6 +28,7 @@ import msgspec
 
 from events.errors import SessionsError, Unavailable
 from events.schema import Event, Message
+from projections.api import MessageRecord
 
 from .consistency import Positions, format_positions, merge_positions, parse_positions
 from .errors import error_class_for_code
@@ -328,6 +329,18 @@ class SessionsClient(_Base):
     ) -> MessagesReply:
         return self.send(_Calls.get_messages(session_id, limit, offset, order, after, before))
 
+    def iter_messages(
+        self, session_id: str, *, page_size: int = 100, order: Literal["asc", "desc"] = "asc"
+    ) -> Iterator[MessageRecord]:
+        """Every message of the session, a page at a time."""
+        after = None
+        while True:
+            page = self.get_messages(session_id, limit=page_size, order=order, after=after)
+            yield from page.messages
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
+
     def save_memory(
         self, user_id: str, key: str, value: Any, *, session_id: str | None = None
     ) -> MemorySaveReply:
@@ -432,6 +445,19 @@ class AsyncSessionsClient(_Base):
         before: str | None = None,
     ) -> MessagesReply:
         return await self.send(_Calls.get_messages(session_id, limit, offset, order, after, before))
+
+    async def iter_messages(
+        self, session_id: str, *, page_size: int = 100, order: Literal["asc", "desc"] = "asc"
+    ) -> AsyncIterator[MessageRecord]:
+        """Every message of the session, a page at a time."""
+        after = None
+        while True:
+            page = await self.get_messages(session_id, limit=page_size, order=order, after=after)
+            for message in page.messages:
+                yield message
+            if page.next_cursor is None:
+                return
+            after = page.next_cursor
 
     async def save_memory(
         self, user_id: str, key: str, value: Any, *, session_id: str | None = None

@@ -44,6 +44,14 @@ async def test_the_async_client_end_to_end(sdk: AsyncSessionsClient) -> None:
     assert [m.seq for m in page.messages] == [1, 2] and page.total == 5 and page.next_cursor
     rest = await sdk.get_messages(s.session_id, limit=10, after=page.next_cursor)
     assert [m.seq for m in rest.messages] == [3, 4, 5] and rest.next_cursor is None
+    assert [m.seq async for m in sdk.iter_messages(s.session_id, page_size=2)] == [1, 2, 3, 4, 5]
+    assert [m.seq async for m in sdk.iter_messages(s.session_id, page_size=2, order="desc")] == [
+        5,
+        4,
+        3,
+        2,
+        1,
+    ]
     latest = await sdk.get_messages(s.session_id, limit=3, order="desc")
     assert [m.content for m in latest.messages] == ["Thanks!", "It is 18 °C in Paris.", "sunny"]
     assert page.messages[1].tool_calls == [{"id": "c1", "function": {"name": "weather"}, "type": "function"}]
@@ -111,6 +119,9 @@ def test_the_blocking_client_on_the_embedded_default(key_prefix: str) -> None:
         assert s.created and s.session_id == "carol-1"
         client.add_messages(s.session_id, CONVERSATION)
         assert client.get_messages(s.session_id, limit=3, order="desc").total == 6
+        assert [m.role for m in client.iter_messages(s.session_id, page_size=4)] == [
+            m["role"] for m in CONVERSATION
+        ]
         client.save_memory("carol", "lang", "fr")
         assert client.get_memory("carol") == {"lang": "fr"}
         with pytest.raises(NotFound):
