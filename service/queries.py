@@ -31,6 +31,7 @@ from projections.api import (
 
 from .commands import Context
 from .consistency import Consistency, Positions, merge_positions
+from .errors import BadRequest
 
 __all__ = ["MAX_PAGE", "Queries"]
 
@@ -49,14 +50,24 @@ class Queries:
         self.read_model = read_model
         self.consistency = consistency
 
-    async def _wait(self, at: Positions | None, *states: AggregateState) -> None:
+    def _target(self, at: Positions | None) -> Positions:
         target: Positions = dict(at or {})
+        wrong = sorted(p for p in target if p >= self.log.partitions)
+        if wrong:
+            raise BadRequest(
+                f"positions name partitions {wrong}, but the log has {self.log.partitions}",
+                code="invalid_position",
+            )
+        return target
+
+    async def _wait(self, at: Positions | None, *states: AggregateState) -> None:
+        target = self._target(at)
         for st in states:
             merge_positions(target, {st.partition: st.position})
         await self.consistency.wait(target)
 
     async def _wait_heads(self, at: Positions | None) -> None:
-        target: Positions = dict(at or {})
+        target = self._target(at)
         try:
             heads = await self.log.heads()
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:

@@ -128,6 +128,7 @@ async def test_malformed_requests_are_400(http: httpx.AsyncClient) -> None:
     assert_problem(await http.get(url, params={"after": "garbage"}), 400, "invalid_cursor")
     assert_problem(await http.get(url, params={"min_position": "yesterday"}), 400, "invalid_position")
     assert_problem(await http.get(url, headers={"X-Session-Position": "3:x"}), 400, "invalid_position")
+    assert_problem(await http.get(url, params={"min_position": "99:1-0"}), 400, "invalid_position")
     assert_problem(
         await http.get("/v1/users/alice/memory", params={"merged": "true"}), 400, "merged_needs_session"
     )
