@@ -18,7 +18,9 @@ import contextlib
 import logging
 from typing import Any
 
-from events.errors import ConfigurationError, SessionsError, Unavailable
+from redis.exceptions import RedisError
+
+from events.errors import SessionsError, Unavailable
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel
 
@@ -191,5 +193,5 @@ class Application:
                 self.metrics.set_lag(st.partition, st.lag_events, st.lag_seconds)
             dead = await self.read_model.dead_letters(limit=10_000)
             self.metrics.dead_letters.set(len(dead))
-        except (ImportError, SessionsError, ConfigurationError, OSError) as e:
+        except (ImportError, SessionsError, RedisError, OSError) as e:
             log.warning("metrics: projection status unavailable: %s", e)
