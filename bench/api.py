@@ -10,14 +10,15 @@ Two operations, each for ``--duration`` seconds per concurrency level:
 The server is ``sessions serve`` in a subprocess on a loopback port, on the real servers by default (Redis at
 ``--redis-url``, PostgreSQL at ``--dsn`` in a fresh schema, in-process projector), under a fresh key prefix;
 everything it wrote is removed afterwards. ``--storage memory`` uses the in-memory read model instead.
-The clients are httpx in this process: on a small machine they share its cores with the server, so the
-figures are a floor, not a ceiling.
+The measured clients are a minimal keep-alive HTTP/1.1 client in this process (httpx sets the data up): on a
+small machine they share its cores with the server, so the figures are a floor, not a ceiling.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -61,27 +62,62 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 
     raise SystemExit("sessions serve did not become ready")
 
 
+class RawConnection:
+    """A minimal HTTP/1.1 keep-alive client for the measured loop: httpx costs more CPU per request than the
+    server does, and on a small machine the client's CPU would be what gets measured."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, target: str, body: bytes = b"") -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
 async def _run(
-    clients: int,
-    duration: float,
-    op: Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]],
-    http: httpx.AsyncClient,
+    clients: int, duration: float, op: Callable[[RawConnection, int], Awaitable[int]], url: str
 ) -> tuple[int, float, list[float]]:
     latencies: list[float] = []
     errors = 0
     stop = time.monotonic() + duration
+    host, port = url.split("//", 1)[1].split(":")
+    connections = [RawConnection(host, int(port)) for _ in range(clients)]
 
     async def worker(i: int) -> None:
         nonlocal errors
         while time.monotonic() < stop:
             t = time.perf_counter()
-            r = await op(http, i)
+            status = await op(connections[i], i)
             latencies.append(time.perf_counter() - t)
-            if r.status_code >= 400:
+            if status >= 400:
                 errors += 1
 
     start = time.monotonic()
-    await asyncio.gather(*(worker(i) for i in range(clients)))
+    try:
+        await asyncio.gather(*(worker(i) for i in range(clients)))
+    finally:
+        for c in connections:
+            await c.close()
     elapsed = time.monotonic() - start
     if errors:
         print(f"  warning: {errors} requests failed", file=sys.stderr)
@@ -116,17 +152,19 @@ async def bench(
         total = (await http.get("/v1/sessions/bench-read/messages", params={"limit": 1})).json()["total"]
         assert total == 1000, total
 
-        async def append(client: httpx.AsyncClient, i: int) -> httpx.Response:
-            return await client.post(f"/v1/sessions/{writers[i]}/messages", json=TURN)
+        turn = json.dumps(TURN).encode()
 
-        async def read(client: httpx.AsyncClient, i: int) -> httpx.Response:
-            return await client.get("/v1/sessions/bench-read/messages", params={"limit": 20, "order": "desc"})
+        async def append(conn: RawConnection, i: int) -> int:
+            return await conn.request("POST", f"/v1/sessions/{writers[i]}/messages", turn)
+
+        async def read(conn: RawConnection, i: int) -> int:
+            return await conn.request("GET", "/v1/sessions/bench-read/messages?limit=20&order=desc")
 
         rows = []
         for name, op in (("append a turn", append), ("read latest 20 of 1,000", read)):
             for n in levels:
-                await _run(n, min(1.0, duration / 4), op, http)  # warm-up
-                count, elapsed, lat = await _run(n, duration, op, http)
+                await _run(n, min(1.0, duration / 4), op, url)  # warm-up
+                count, elapsed, lat = await _run(n, duration, op, url)
                 rows.append((name, n, count, count / elapsed, _pct(lat, 0.5), _pct(lat, 0.99)))
                 print(
                     f"  {name:<26} clients={n:<3} {count / elapsed:8.0f} req/s  p50 {_pct(lat, 0.5):6.2f} ms"
