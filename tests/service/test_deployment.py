@@ -104,3 +104,12 @@ def test_the_cli_has_serve_and_the_projector_commands() -> None:
     assert args.port == 9999 and args.no_projector and callable(args.handler)
     args = parser.parse_args(["project", "--burst"])  # from consumers.cli
     assert args.burst and callable(args.handler)
+
+
+def test_the_api_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """A very short ``python -m bench api`` (figures are not checked: speed lives in bench/)."""
+    from bench import api
+
+    api.main(["--duration", "0.3", "--clients", "1,2", "--storage", "memory"])
+    out = capsys.readouterr().out
+    assert out.count("req/s") == 4 and "clients=2" in out
