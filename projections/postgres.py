@@ -101,6 +101,21 @@ def _split(position: str | None) -> tuple[int | None, int | None]:
     return store.split_position(position)
 
 
+def _version_ranges(entries: Sequence[RawEntry], events: Sequence[AnyEvent]) -> list[list[Any]]:
+    """Per aggregate of the batch: (tenant, kind, id, lowest version, highest version), as five columns."""
+    ranges: dict[tuple[str, str, str], list[int]] = {}
+    for e, ev in zip(entries, events, strict=True):
+        key = (ev.tenant, ev.aggregate_kind, ev.aggregate_id)
+        r = ranges.get(key)
+        if r is None:
+            ranges[key] = [e.version, e.version]
+        elif e.version < r[0]:
+            r[0] = e.version
+        elif e.version > r[1]:
+            r[1] = e.version
+    return store.columns([(*k, lo, hi) for k, (lo, hi) in ranges.items()], 5)
+
+
 def _touched(events: Sequence[AnyEvent]) -> tuple[list[SessionKey], list[MemoryKey]]:
     sessions: dict[SessionKey, None] = {}
     memories: dict[MemoryKey, None] = {}
@@ -358,10 +373,7 @@ class PostgresReadModel:
         projection: str,
     ) -> BatchOutcome:
         session_keys, memory_keys = _touched(events)
-        versions = [
-            (ev.tenant, ev.aggregate_kind, ev.aggregate_id, e.version)
-            for e, ev in zip(entries, events, strict=True)
-        ]
+        ids = [str(ev.id) for ev in events]
         sql = self.sql
         async with self._conn() as conn, conn.transaction():
             # Round trip 1: lock the checkpoint; load what the batch reads and what the guard needs.
@@ -372,7 +384,8 @@ class PostgresReadModel:
                 cp_cur = await conn.execute(sql.lock_checkpoint, [projection, partition])
                 g_cur = None
                 if entries:
-                    g_params = [[str(ev.id) for ev in events], *store.columns(versions, 4)]
+                    # uuids need no quoting: one array literal instead of a list adapted item by item
+                    g_params = ["{" + ",".join(ids) + "}", *_version_ranges(entries, events)]
                     g_cur = await conn.execute(sql.guard_lookup, g_params)
                 s_cur = m_cur = None
                 if session_keys:
@@ -414,16 +427,18 @@ class PostgresReadModel:
                     await conn.execute(sql.upsert_sessions, store.session_params(changes))
                 moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
             self._moved(moved, partition)
-            # Then COPY the bulk rows.
+            # Then COPY the bulk rows (binary; each row formatted by psycopg's C code).
+            uuids = {i: ev.id.bytes for i, ev in zip(ids, events, strict=True)}
             async with conn.cursor() as cur:
-                messages = store.message_rows(changes)
-                if messages:
+                if changes.messages:
                     async with cur.copy(sql.copy_messages) as copy:
-                        for row in messages:
+                        copy.set_types(store.MESSAGE_COPY_TYPES)
+                        for row in store.message_rows(changes, uuids):
                             await copy.write_row(row)
                 if changes.archive:
                     async with cur.copy(sql.copy_archive) as copy:
-                        for row in store.archive_rows(changes.archive):
+                        copy.set_types(store.ARCHIVE_COPY_TYPES)
+                        for row in store.archive_rows(changes.archive, uuids):
                             await copy.write_row(row)
         return BatchOutcome(
             position=position or "0-0",

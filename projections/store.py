@@ -8,6 +8,7 @@ and archive rows go in with COPY.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -18,7 +19,9 @@ from .migrations import check_schema_name
 from .paging import ms_bounds, parse_audit_cursor
 
 __all__ = [
+    "ARCHIVE_COPY_TYPES",
     "EVENT_ID_CONSTRAINT",
+    "MESSAGE_COPY_TYPES",
     "GUARD_CONSTRAINT",
     "Statements",
     "archive_rows",
@@ -157,19 +160,27 @@ class Statements:
             " updated_at = EXCLUDED.updated_at, message_count = EXCLUDED.message_count,"
             " version = EXCLUDED.version, deleted = EXCLUDED.deleted"
         )
+        # Binary COPY (types: ``MESSAGE_COPY_TYPES``, ``ARCHIVE_COPY_TYPES``): the server parses no text for
+        # the numbers, times and ids, and the rows are formatted by psycopg's C code.
         self.copy_messages = (
             f"COPY {s}.messages (tenant, session_id, seq, role, content, name, tool_calls, tool_call_id,"
-            ' "timestamp", metadata, event_id) FROM STDIN'
+            ' "timestamp", metadata, event_id) FROM STDIN (FORMAT binary)'
         )
         self.copy_archive = (
             f"COPY {s}.event_archive (partition, pos_ms, pos_seq, event_id, type, tenant, aggregate_kind,"
             " aggregate_id, version, user_id, actor_kind, actor_id, correlation_id, causation_id,"
-            " occurred_at, recorded_at, event) FROM STDIN"
+            " occurred_at, recorded_at, event) FROM STDIN (FORMAT binary)"
         )
+        # The guard looks the batch's event ids up, and each aggregate's range of versions in the batch: two
+        # index searches (the archive's UNIQUE keys), never a scan of the archive. A range may return more
+        # versions than the batch holds; those are facts too (an id stored there is an id in use).
         self.guard_lookup = (
             f"SELECT event_id::text, tenant, aggregate_kind, aggregate_id, version FROM {s}.event_archive"
-            " WHERE event_id = ANY(%s::uuid[]) OR (tenant, aggregate_kind, aggregate_id, version) IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[]))"
+            " WHERE event_id = ANY(%s::uuid[])"
+            " UNION SELECT a.event_id::text, a.tenant, a.aggregate_kind, a.aggregate_id, a.version"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS x(t, k, i, lo, hi)"
+            f" JOIN {s}.event_archive a ON a.tenant = x.t AND a.aggregate_kind = x.k AND a.aggregate_id = x.i"
+            " AND a.version BETWEEN x.lo AND x.hi"
         )
         self.insert_dead_letter = (
             f"INSERT INTO {s}.dead_letters (projection, partition, pos_ms, pos_seq, type, version, data,"
@@ -357,7 +368,18 @@ def memory_params(changes: Changes) -> tuple[list[list[Any]], list[list[Any]]]:
     return columns(upserts, 8), columns(deletes, 4)
 
 
-def message_rows(changes: Changes) -> list[tuple[Any, ...]]:
+# Column types of the binary COPYs. "bytea" is the raw-bytes dumper, used where the bytes are made here: a
+# uuid's 16 bytes, jsonb's version byte and JSON text (msgspec's), the archive's json exactly as the log holds
+# it (the server reads each field with the receive function of its column, whatever dumper made it).
+MESSAGE_COPY_TYPES = ("text", "text", "int8", "text", "text", "text", "bytea", "text", "int8", "bytea", "bytea")
+ARCHIVE_COPY_TYPES = (
+    ("int4", "int8", "int8", "bytea", "text", "text", "text", "text", "int8")
+    + ("text", "text", "text", "text", "text", "timestamptz", "timestamptz", "bytea")
+)
+
+
+def message_rows(changes: Changes, uuids: Mapping[str, bytes]) -> list[tuple[Any, ...]]:
+    """The COPY rows of the batch's messages; ``uuids``: event id -> its 16 bytes."""
     return [
         (
             t,
@@ -366,27 +388,28 @@ def message_rows(changes: Changes) -> list[tuple[Any, ...]]:
             m.role,
             m.content,
             m.name,
-            json_or_none(m.tool_calls),
+            None if m.tool_calls is None else b"\x01" + _encode(m.tool_calls),
             m.tool_call_id,
             m.timestamp,
-            json_or_none(m.metadata),
-            m.event_id,
+            None if m.metadata is None else b"\x01" + _encode(m.metadata),
+            uuids[m.event_id],
         )
         for (t, sid), msgs in changes.messages.items()
         for m in msgs
     ]
 
 
-def archive_rows(rows: list[ArchiveRow]) -> list[tuple[Any, ...]]:
+def archive_rows(rows: list[ArchiveRow], uuids: Mapping[str, bytes]) -> list[tuple[Any, ...]]:
+    """The COPY rows of the archive; ``uuids``: event id -> its 16 bytes."""
     out = []
     for r in rows:
-        ms, seq = split_position(r.position)
+        ms, _, seq = r.position.partition("-")
         out.append(
             (
                 r.partition,
-                ms,
-                seq,
-                r.event_id,
+                int(ms),
+                int(seq or 0),
+                uuids[r.event_id],
                 r.type,
                 r.tenant,
                 r.aggregate_kind,
@@ -399,7 +422,7 @@ def archive_rows(rows: list[ArchiveRow]) -> list[tuple[Any, ...]]:
                 r.causation_id,
                 r.occurred_at,
                 r.recorded_at,
-                r.data.decode(),
+                r.data,
             )
         )
     return out

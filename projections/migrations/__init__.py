@@ -8,8 +8,8 @@ with ``search_path`` set to the target schema (so the SQL names tables without a
 * records each applied migration in ``schema_migrations`` (version, name, checksum, applied_at), so running
   it again is a no-op;
 * refuses to go on when an applied migration's file was edited afterwards (``MigrationError``): a change is
-  a NEW migration. Migrations only ever add (tables, columns with defaults, indexes) or move data forward in
-  the same transaction; the runner never drops anything, so an upgrade never loses data.
+  a NEW migration. Migrations only ever add (tables, columns with defaults, indexes), drop an index no query
+  needs, or move data forward in the same transaction; they never drop data, so an upgrade never loses any.
 
 It runs when a read model opens (``projections.settings.open_read_model``) and by command::
 
