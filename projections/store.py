@@ -21,8 +21,8 @@ from .paging import ms_bounds, parse_audit_cursor
 __all__ = [
     "ARCHIVE_COPY_TYPES",
     "EVENT_ID_CONSTRAINT",
-    "MESSAGE_COPY_TYPES",
     "GUARD_CONSTRAINT",
+    "MESSAGE_COPY_TYPES",
     "Statements",
     "archive_rows",
     "audit_record",
@@ -178,7 +178,8 @@ class Statements:
             f"SELECT event_id::text, tenant, aggregate_kind, aggregate_id, version FROM {s}.event_archive"
             " WHERE event_id = ANY(%s::uuid[])"
             " UNION SELECT a.event_id::text, a.tenant, a.aggregate_kind, a.aggregate_id, a.version"
-            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[]) AS x(t, k, i, lo, hi)"
+            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[])"
+            " AS x(t, k, i, lo, hi)"
             f" JOIN {s}.event_archive a ON a.tenant = x.t AND a.aggregate_kind = x.k AND a.aggregate_id = x.i"
             " AND a.version BETWEEN x.lo AND x.hi"
         )
@@ -371,10 +372,13 @@ def memory_params(changes: Changes) -> tuple[list[list[Any]], list[list[Any]]]:
 # Column types of the binary COPYs. "bytea" is the raw-bytes dumper, used where the bytes are made here: a
 # uuid's 16 bytes, jsonb's version byte and JSON text (msgspec's), the archive's json exactly as the log holds
 # it (the server reads each field with the receive function of its column, whatever dumper made it).
-MESSAGE_COPY_TYPES = ("text", "text", "int8", "text", "text", "text", "bytea", "text", "int8", "bytea", "bytea")
+MESSAGE_COPY_TYPES = (
+    *("text", "text", "int8", "text", "text", "text", "bytea"),
+    *("text", "int8", "bytea", "bytea"),
+)
 ARCHIVE_COPY_TYPES = (
-    ("int4", "int8", "int8", "bytea", "text", "text", "text", "text", "int8")
-    + ("text", "text", "text", "text", "text", "timestamptz", "timestamptz", "bytea")
+    *("int4", "int8", "int8", "bytea", "text", "text", "text", "text", "int8"),
+    *("text", "text", "text", "text", "text", "timestamptz", "timestamptz", "bytea"),
 )
 
 
