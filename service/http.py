@@ -23,17 +23,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from events.codec import decode_event
-from events.schema import Actor
 from projections.api import AuditFilter
 
 from .app import Application
-from .commands import Context
-from .consistency import Positions, format_positions, merge_positions, parse_positions
+from .consistency import format_positions, merge_positions
+from .dependencies import App, At, Ctx, dependencies
 from .errors import BadRequest
 from .middleware import observe
 from .problems import PROBLEM_JSON, error_responses, exception_handlers
@@ -64,41 +62,6 @@ from .wire import (
 __all__ = ["PROBLEM_JSON", "create_app"]
 
 log = logging.getLogger("service.http")
-
-
-# Injected into handlers by name (see the app's ``dependencies``).
-App = NamedDependency[Application]
-Ctx = NamedDependency[Context]
-At = NamedDependency[Positions]
-
-_ACTOR_KINDS = ("user", "model", "service", "admin")
-
-
-# -- request context ---------------------------------------------------------------------------------------
-
-
-def _context(request: Request[Any, Any, Any], state: State) -> Context:
-    application: Application = state["application"]
-    tenant = request.headers.get("x-tenant-id") or application.settings.default_tenant
-    actor = None
-    if raw := request.headers.get("x-actor"):
-        kind, sep, actor_id = raw.partition(":")
-        if not sep or kind not in _ACTOR_KINDS or not actor_id:
-            raise BadRequest(
-                "X-Actor must be <kind>:<id>, kind one of user, model, service, admin", code="invalid_actor"
-            )
-        actor = Actor(kind=kind, id=actor_id)  # type: ignore[arg-type]
-    return Context(tenant=tenant, actor=actor, correlation_id=request.headers.get("x-correlation-id"))
-
-
-def _positions(request: Request[Any, Any, Any]) -> Positions:
-    at = parse_positions(request.headers.get(POSITION_HEADER.lower()))
-    return merge_positions(at, parse_positions(request.query_params.get("min_position")))
-
-
-def _application(state: State) -> Application:
-    app: Application = state["application"]
-    return app
 
 
 def _key(request: Request[Any, Any, Any]) -> str:
@@ -517,11 +480,7 @@ def create_app(application: Application | None = None, settings: ServiceSettings
             metrics,
             openapi_json,
         ],
-        dependencies={
-            "application": Provide(_application, sync_to_thread=False),
-            "ctx": Provide(_context, sync_to_thread=False),
-            "at": Provide(_positions, sync_to_thread=False),
-        },
+        dependencies=dependencies(),
         exception_handlers=exception_handlers(),
         middleware=[observe],
         lifespan=[lifespan],

@@ -28,7 +28,8 @@ BACKENDS = ["embedded", "real"]
 async def open_postgres_read_model(schema: str) -> ReadModel:
     from projections.postgres import PostgresReadModel
 
-    return await PostgresReadModel.open(PG_DSN, schema)
+    # A small pool: several engineers' suites share the server's connection limit.
+    return await PostgresReadModel.open(PG_DSN, schema, min_size=1, max_size=4)
 
 
 async def make_application(

@@ -1,0 +1,59 @@
+"""What the HTTP handlers get injected, by name: the application, the request's context (tenant, actor,
+correlation id, from the headers) and the positions the client asks the read to wait for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+
+from events.schema import Actor
+
+from .app import Application
+from .commands import Context
+from .consistency import Positions, merge_positions, parse_positions
+from .errors import BadRequest
+from .wire import POSITION_HEADER
+
+__all__ = ["App", "At", "Ctx", "dependencies"]
+
+# Injected into handlers by name (see ``dependencies``).
+App = NamedDependency[Application]
+Ctx = NamedDependency[Context]
+At = NamedDependency[Positions]
+
+_ACTOR_KINDS = ("user", "model", "service", "admin")
+
+
+def _context(request: Request[Any, Any, Any], state: State) -> Context:
+    application: Application = state["application"]
+    tenant = request.headers.get("x-tenant-id") or application.settings.default_tenant
+    actor = None
+    if raw := request.headers.get("x-actor"):
+        kind, sep, actor_id = raw.partition(":")
+        if not sep or kind not in _ACTOR_KINDS or not actor_id:
+            raise BadRequest(
+                "X-Actor must be <kind>:<id>, kind one of user, model, service, admin", code="invalid_actor"
+            )
+        actor = Actor(kind=kind, id=actor_id)  # type: ignore[arg-type]
+    return Context(tenant=tenant, actor=actor, correlation_id=request.headers.get("x-correlation-id"))
+
+
+def _positions(request: Request[Any, Any, Any]) -> Positions:
+    at = parse_positions(request.headers.get(POSITION_HEADER.lower()))
+    return merge_positions(at, parse_positions(request.query_params.get("min_position")))
+
+
+def _application(state: State) -> Application:
+    app: Application = state["application"]
+    return app
+
+
+def dependencies() -> dict[str, Provide]:
+    return {
+        "application": Provide(_application, sync_to_thread=False),
+        "ctx": Provide(_context, sync_to_thread=False),
+        "at": Provide(_positions, sync_to_thread=False),
+    }
