@@ -38,7 +38,7 @@ async def make_application(
     request: pytest.FixtureRequest,
     *,
     projector: bool = True,
-    read_timeout_s: float = 5.0,
+    read_timeout_s: float = 15.0,  # generous: a loaded CI machine must not turn into 503s
     log_settings: LogSettings | None = None,
 ) -> tuple[Application, EventLog]:
     settings = log_settings or LogSettings(prefix=prefix, partitions=8)

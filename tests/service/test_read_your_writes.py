@@ -23,7 +23,7 @@ ROUNDS = 1000
 async def api_without_projector(
     key_prefix: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[Application]:
-    app, log = await make_application("real", key_prefix, request, projector=False, read_timeout_s=5)
+    app, log = await make_application("real", key_prefix, request, projector=False, read_timeout_s=15)
     yield app
     await close_application(app, log, "real")
 

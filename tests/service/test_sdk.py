@@ -113,7 +113,7 @@ async def test_the_async_client_raises_the_services_errors(sdk: AsyncSessionsCli
 
 
 def test_the_blocking_client_on_the_embedded_default(key_prefix: str) -> None:
-    settings = ServiceSettings(log=LogSettings(prefix=key_prefix, partitions=4), read_timeout_s=5)
+    settings = ServiceSettings(log=LogSettings(prefix=key_prefix, partitions=4), read_timeout_s=15)
     with TestClient(app=create_app(settings=settings)) as http, SessionsClient(client=http) as client:
         s = client.create_session("carol", "carol-1")
         assert s.created and s.session_id == "carol-1"

@@ -50,7 +50,7 @@ def stack(pg_schema: str, key_prefix: str) -> Iterator[str]:
         "SESSIONS_PARTITIONS": "4",
         "SESSIONS_HTTP_PORT": str(port),
         "SESSIONS_PORT": str(_free_port()),
-        "SESSIONS_READ_TIMEOUT_S": "10",
+        "SESSIONS_READ_TIMEOUT_S": "15",
     }
     api = _sessions("serve", "--no-projector", env=env)
     url = f"http://127.0.0.1:{port}"
