@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sessions", description="Event-sourced session service for AI agents."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve_p = sub.add_parser("serve", help="run the HTTP API (and, later, gRPC beside it)")
+    serve_p = sub.add_parser("serve", help="run the HTTP API and the gRPC API beside it")
     serve_p.add_argument("--host", help="bind address (SESSIONS_HTTP_HOST, default 127.0.0.1)")
     serve_p.add_argument("--port", type=int, help="HTTP port (SESSIONS_HTTP_PORT, default 8052)")
     serve_p.add_argument(
