@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
 import random
@@ -177,6 +178,8 @@ async def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         events, messages = await _fill(log, appends)
         fill_s = time.perf_counter() - t0
+        del appends  # a projector process does not hold the workload: its objects would slow every GC pass
+        gc.collect()
         read_model = await PostgresReadModel.open(args.dsn, schema)  # creates and migrates the schema
 
         if args.workers == 1:

@@ -260,6 +260,7 @@ class Changes:
         assert ev.version is not None and ev.recorded_at is not None  # decode_entry sets both
         recorded_at = ev.recorded_at
         tenant = ev.tenant
+        event_id = str(ev.id)  # once: UUID.__str__ is Python code
         owner: str | None
         if isinstance(ev, SessionCreated):
             key = (tenant, ev.aggregate_id)
@@ -285,12 +286,12 @@ class Changes:
                     raise PoisonEvent(entry, f"session {ev.aggregate_id} does not exist in the read model")
                 session = msgspec.structs.replace(session, version=ev.version, updated_at=recorded_at)
                 self.sessions[key] = session
-            owner = self._apply(entry, ev, session)
+            owner = self._apply(entry, ev, session, event_id)
         self.archive.append(
             ArchiveRow(
                 partition=entry.partition,
                 position=entry.position,
-                event_id=str(ev.id),
+                event_id=event_id,
                 type=entry.type,
                 tenant=tenant,
                 aggregate_kind=ev.aggregate_kind,
@@ -307,7 +308,9 @@ class Changes:
             )
         )
 
-    def _apply(self, entry: RawEntry, ev: AnyEvent, session: SessionRecord | None) -> str | None:
+    def _apply(
+        self, entry: RawEntry, ev: AnyEvent, session: SessionRecord | None, event_id: str
+    ) -> str | None:
         """Every event but session.created; ``session`` is the (already bumped) session of a session
         aggregate. Returns the user the event concerns."""
         tenant = ev.tenant
@@ -317,8 +320,6 @@ class Changes:
             assert session is not None
             if not session.deleted:
                 key = (tenant, session.session_id)
-                occurred_ms = epoch_ms(ev.occurred_at)
-                event_id = str(ev.id)
                 start = session.message_count
                 added = [
                     MessageRecord(
@@ -328,7 +329,7 @@ class Changes:
                         name=m.name,
                         tool_calls=msgspec.to_builtins(m.tool_calls) if m.tool_calls is not None else None,
                         tool_call_id=m.tool_call_id,
-                        timestamp=m.timestamp or occurred_ms,
+                        timestamp=m.timestamp or epoch_ms(ev.occurred_at),
                         metadata=m.metadata,
                         event_id=event_id,
                     )

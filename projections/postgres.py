@@ -38,6 +38,7 @@ import msgspec
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.types.json import set_json_loads
+from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from events.codec import RawEntry
@@ -73,6 +74,9 @@ Pool = AsyncConnectionPool[Conn]
 async def configure_connection(conn: Conn) -> None:
     """Per connection of the pool: JSON decoded by msgspec, times in UTC."""
     set_json_loads(msgspec.json.decode, conn)
+    # The binary COPYs write prepared bytes through the "bytea" dumper: the C one (by default bytea maps to
+    # a Python subclass that also accepts the DB-API ``Binary`` wrapper, which this code never passes).
+    conn.adapters.register_dumper(bytes, BytesBinaryDumper)
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
@@ -101,8 +105,8 @@ def _split(position: str | None) -> tuple[int | None, int | None]:
     return store.split_position(position)
 
 
-def _version_ranges(entries: Sequence[RawEntry], events: Sequence[AnyEvent]) -> list[list[Any]]:
-    """Per aggregate of the batch: (tenant, kind, id, lowest version, highest version), as five columns."""
+def _version_ranges(entries: Sequence[RawEntry], events: Sequence[AnyEvent]) -> str:
+    """Per aggregate of the batch: (tenant, kind, id, lowest version, highest version)."""
     ranges: dict[tuple[str, str, str], list[int]] = {}
     for e, ev in zip(entries, events, strict=True):
         key = (ev.tenant, ev.aggregate_kind, ev.aggregate_id)
@@ -113,7 +117,7 @@ def _version_ranges(entries: Sequence[RawEntry], events: Sequence[AnyEvent]) -> 
             r[0] = e.version
         elif e.version > r[1]:
             r[1] = e.version
-    return store.columns([(*k, lo, hi) for k, (lo, hi) in ranges.items()], 5)
+    return store.json_rows([(*k, lo, hi) for k, (lo, hi) in ranges.items()])
 
 
 def _touched(events: Sequence[AnyEvent]) -> tuple[list[SessionKey], list[MemoryKey]]:
@@ -373,7 +377,6 @@ class PostgresReadModel:
         projection: str,
     ) -> BatchOutcome:
         session_keys, memory_keys = _touched(events)
-        ids = [str(ev.id) for ev in events]
         sql = self.sql
         async with self._conn() as conn, conn.transaction():
             # Round trip 1: lock the checkpoint; load what the batch reads and what the guard needs.
@@ -384,14 +387,14 @@ class PostgresReadModel:
                 cp_cur = await conn.execute(sql.lock_checkpoint, [projection, partition])
                 g_cur = None
                 if entries:
-                    # uuids need no quoting: one array literal instead of a list adapted item by item
-                    g_params = ["{" + ",".join(ids) + "}", *_version_ranges(entries, events)]
-                    g_cur = await conn.execute(sql.guard_lookup, g_params)
+                    # uuids (32 hex digits) need no quoting: one array literal, not a list adapted by item
+                    ids = "{" + ",".join([f"{ev.id.int:032x}" for ev in events]) + "}"
+                    g_cur = await conn.execute(sql.guard_lookup, [ids, _version_ranges(entries, events)])
                 s_cur = m_cur = None
                 if session_keys:
-                    s_cur = await conn.execute(sql.load_sessions, store.columns(session_keys, 2))
+                    s_cur = await conn.execute(sql.load_sessions, [store.json_rows(session_keys)])
                 if memory_keys:
-                    m_cur = await conn.execute(sql.load_memories, store.columns(memory_keys, 4))
+                    m_cur = await conn.execute(sql.load_memories, [store.json_rows(memory_keys)])
             self._check_cas(await cp_cur.fetchone(), partition, expected, epoch)
             skip: set[int] = set()
             if g_cur is not None and (rows := await g_cur.fetchall()):
@@ -416,29 +419,30 @@ class PostgresReadModel:
             upserts, deletes = store.memory_params(changes)
             async with conn.pipeline():
                 if changes.purged:
-                    await conn.execute(sql.purge_messages, store.columns(sorted(changes.purged), 2))
+                    await conn.execute(sql.purge_messages, [store.json_rows(sorted(changes.purged))])
                 if changes.cleared:
-                    await conn.execute(sql.clear_scopes, store.columns(sorted(changes.cleared), 3))
-                if deletes[0]:
-                    await conn.execute(sql.delete_memories, deletes)
-                if upserts[0]:
-                    await conn.execute(sql.upsert_memories, upserts)
+                    await conn.execute(sql.clear_scopes, [store.json_rows(sorted(changes.cleared))])
+                if deletes:
+                    await conn.execute(sql.delete_memories, [store.json_rows(deletes)])
+                if upserts:
+                    await conn.execute(sql.upsert_memories, [store.json_rows(upserts)])
                 if changes.sessions:
-                    await conn.execute(sql.upsert_sessions, store.session_params(changes))
+                    await conn.execute(sql.upsert_sessions, [store.session_params(changes)])
                 moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
             self._moved(moved, partition)
             # Then COPY the bulk rows (binary; each row formatted by psycopg's C code).
-            uuids = {i: ev.id.bytes for i, ev in zip(ids, events, strict=True)}
+            uuids: dict[str, bytes] = {}
+            archive = store.archive_rows(changes.archive, uuids)
             async with conn.cursor() as cur:
                 if changes.messages:
                     async with cur.copy(sql.copy_messages) as copy:
                         copy.set_types(store.MESSAGE_COPY_TYPES)
                         for row in store.message_rows(changes, uuids):
                             await copy.write_row(row)
-                if changes.archive:
+                if archive:
                     async with cur.copy(sql.copy_archive) as copy:
                         copy.set_types(store.ARCHIVE_COPY_TYPES)
-                        for row in store.archive_rows(changes.archive, uuids):
+                        for row in archive:
                             await copy.write_row(row)
         return BatchOutcome(
             position=position or "0-0",

@@ -28,8 +28,8 @@ __all__ = [
     "audit_record",
     "audit_where",
     "checkpoint",
-    "columns",
     "dead_letter",
+    "json_rows",
     "memory_params",
     "memory_record",
     "memory_state",
@@ -67,14 +67,6 @@ def split_position(position: str) -> tuple[int, int]:
 
 def position_str(ms: int | None, seq: int | None) -> str | None:
     return None if ms is None else f"{ms}-{seq or 0}"
-
-
-def json_text(value: Any) -> str:
-    return _encode(value).decode()
-
-
-def json_or_none(value: Any) -> str | None:
-    return None if value is None else json_text(value)
 
 
 class Statements:
@@ -121,40 +113,40 @@ class Statements:
             " WHERE projection = %s AND partition = %s AND epoch <= %s"
             " AND (pos_ms, pos_seq) IS NOT DISTINCT FROM (%s::bigint, %s::bigint)"
         )
+        # The per-batch statements of the projector take their rows as ONE JSON array of arrays (msgspec
+        # encodes it in C; adapting Python lists into PostgreSQL arrays costs Python time per item).
         self.load_sessions = (
             f"SELECT {SESSION_COLUMNS} FROM {s}.sessions"
-            " WHERE (tenant, session_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
         )
         self.load_memories = (
             f"SELECT tenant, user_id, scope, key, version, created_at FROM {s}.memories"
             " WHERE (tenant, user_id, scope, key) IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]))"
+            " (SELECT x->>0, x->>1, x->>2, x->>3 FROM json_array_elements(%s::json) x)"
         )
         self.purge_messages = (
             f"DELETE FROM {s}.messages"
-            " WHERE (tenant, session_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
         )
         self.clear_scopes = (
-            f"DELETE FROM {s}.memories"
-            " WHERE (tenant, user_id, scope) IN (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+            f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope) IN"
+            " (SELECT x->>0, x->>1, x->>2 FROM json_array_elements(%s::json) x)"
         )
         self.delete_memories = (
             f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope, key) IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]))"
+            " (SELECT x->>0, x->>1, x->>2, x->>3 FROM json_array_elements(%s::json) x)"
         )
         self.upsert_memories = (
             f"INSERT INTO {s}.memories (tenant, user_id, scope, key, value, version, created_at, updated_at)"
-            " SELECT t, u, sc, k, v::jsonb, ver, c, up FROM unnest(%s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::bigint[], %s::timestamptz[], %s::timestamptz[])"
-            " AS x(t, u, sc, k, v, ver, c, up)"
+            " SELECT x->>0, x->>1, x->>2, x->>3, (x->4)::jsonb, (x->>5)::bigint, (x->>6)::timestamptz,"
+            " (x->>7)::timestamptz FROM json_array_elements(%s::json) x"
             " ON CONFLICT (tenant, user_id, scope, key) DO UPDATE SET value = EXCLUDED.value,"
             " version = EXCLUDED.version, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at"
         )
         self.upsert_sessions = (
             f"INSERT INTO {s}.sessions ({SESSION_COLUMNS})"
-            " SELECT t, sid, u, m::jsonb, c, up, mc, v, d FROM unnest(%s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[], %s::bigint[], %s::boolean[])"
-            " AS x(t, sid, u, m, c, up, mc, v, d)"
+            " SELECT x->>0, x->>1, x->>2, (x->3)::jsonb, (x->>4)::timestamptz, (x->>5)::timestamptz,"
+            " (x->>6)::bigint, (x->>7)::bigint, (x->>8)::boolean FROM json_array_elements(%s::json) x"
             " ON CONFLICT (tenant, session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
             " metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,"
             " updated_at = EXCLUDED.updated_at, message_count = EXCLUDED.message_count,"
@@ -178,10 +170,9 @@ class Statements:
             f"SELECT event_id::text, tenant, aggregate_kind, aggregate_id, version FROM {s}.event_archive"
             " WHERE event_id = ANY(%s::uuid[])"
             " UNION SELECT a.event_id::text, a.tenant, a.aggregate_kind, a.aggregate_id, a.version"
-            " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[])"
-            " AS x(t, k, i, lo, hi)"
-            f" JOIN {s}.event_archive a ON a.tenant = x.t AND a.aggregate_kind = x.k AND a.aggregate_id = x.i"
-            " AND a.version BETWEEN x.lo AND x.hi"
+            f" FROM json_array_elements(%s::json) x JOIN {s}.event_archive a ON a.tenant = x->>0"
+            " AND a.aggregate_kind = x->>1 AND a.aggregate_id = x->>2"
+            " AND a.version BETWEEN (x->>3)::bigint AND (x->>4)::bigint"
         )
         self.insert_dead_letter = (
             f"INSERT INTO {s}.dead_letters (projection, partition, pos_ms, pos_seq, type, version, data,"
@@ -333,19 +324,19 @@ def audit_where(flt: AuditFilter, after: str | None) -> tuple[str, list[Any]]:
 # -- a batch's net effect -> statement parameters ----------------------------------------------------------
 
 
-def columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    """Rows -> one list per column (the arrays ``unnest`` takes)."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+def json_rows(rows: Any) -> str:
+    """Rows as the one JSON parameter of a statement that reads them with ``json_array_elements``."""
+    return _encode(rows).decode()
 
 
-def session_params(changes: Changes) -> list[list[Any]]:
-    return columns(
+def session_params(changes: Changes) -> str:
+    return json_rows(
         [
             (
                 s.tenant,
                 s.session_id,
                 s.user_id,
-                json_text(s.metadata),
+                s.metadata,
                 s.created_at,
                 s.updated_at,
                 s.message_count,
@@ -353,20 +344,20 @@ def session_params(changes: Changes) -> list[list[Any]]:
                 s.deleted,
             )
             for s in changes.sessions.values()
-        ],
-        9,
+        ]
     )
 
 
-def memory_params(changes: Changes) -> tuple[list[list[Any]], list[list[Any]]]:
-    """(rows to upsert, keys to delete)."""
-    upserts, deletes = [], []
+def memory_params(changes: Changes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(rows to upsert, keys to delete), for ``json_rows``."""
+    upserts: list[tuple[Any, ...]] = []
+    deletes: list[tuple[Any, ...]] = []
     for (t, user, scope, key), m in changes.memories.items():
         if m is None:
             deletes.append((t, user, scope, key))
         else:
-            upserts.append((t, user, scope, key, json_text(m.value), m.version, m.created_at, m.updated_at))
-    return columns(upserts, 8), columns(deletes, 4)
+            upserts.append((t, user, scope, key, m.value, m.version, m.created_at, m.updated_at))
+    return upserts, deletes
 
 
 # Column types of the binary COPYs. "bytea" is the raw-bytes dumper, used where the bytes are made here: a
@@ -383,7 +374,8 @@ ARCHIVE_COPY_TYPES = (
 
 
 def message_rows(changes: Changes, uuids: Mapping[str, bytes]) -> list[tuple[Any, ...]]:
-    """The COPY rows of the batch's messages; ``uuids``: event id -> its 16 bytes."""
+    """The COPY rows of the batch's messages; ``uuids``: event id -> its 16 bytes (``archive_rows`` makes
+    it)."""
     return [
         (
             t,
@@ -403,17 +395,18 @@ def message_rows(changes: Changes, uuids: Mapping[str, bytes]) -> list[tuple[Any
     ]
 
 
-def archive_rows(rows: list[ArchiveRow], uuids: Mapping[str, bytes]) -> list[tuple[Any, ...]]:
-    """The COPY rows of the archive; ``uuids``: event id -> its 16 bytes."""
+def archive_rows(rows: list[ArchiveRow], uuids: dict[str, bytes]) -> list[tuple[Any, ...]]:
+    """The COPY rows of the archive; fills ``uuids`` (event id -> its 16 bytes) on the way."""
     out = []
     for r in rows:
         ms, _, seq = r.position.partition("-")
+        uuids[r.event_id] = uuid_bytes = bytes.fromhex(r.event_id.replace("-", ""))
         out.append(
             (
                 r.partition,
                 int(ms),
                 int(seq or 0),
-                uuids[r.event_id],
+                uuid_bytes,
                 r.type,
                 r.tenant,
                 r.aggregate_kind,
