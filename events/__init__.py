@@ -34,6 +34,8 @@ from .schema import (
     SessionCreatedPayload,
     SessionDeletedPayload,
     ToolCall,
+    UserForgotten,
+    UserForgottenPayload,
     new_event_id,
 )
 from .schema import SessionDeleted as SessionDeletedEvent
@@ -77,6 +79,8 @@ __all__ = [
     "ToolCall",
     "Unavailable",
     "UndecodableEvent",
+    "UserForgotten",
+    "UserForgottenPayload",
     "decode_entry",
     "decode_event",
     "encode_event",

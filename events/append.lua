@@ -351,6 +351,15 @@ local function main()
       if mem_count == 0 and n == 1 then noop = true end
       removed = removed + mem_count
       mem_cleared, mem_overlay, mem_count = true, {}, 0
+    elseif t == 'user.forgotten.v1' then
+      -- Crypto-shredding's audit record (service.privacy): the user's memory aggregate forgets its keys.
+      check_id('user_id', p.user_id, true)
+      if kind ~= 'memory' or agg_id ~= p.user_id then
+        fail('wrong_aggregate', 'user.forgotten belongs to the aggregate (memory, user_id)')
+      end
+      if mem_count == nil then mem_count = redis.call('SCARD', KEYS[5]) end
+      removed = removed + mem_count
+      mem_cleared, mem_overlay, mem_count = true, {}, 0
     else
       fail('unknown_event_type', 'unknown event type ' .. t)
     end

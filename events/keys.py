@@ -12,6 +12,8 @@ tag, so every key of one partition lives in one slot and one script can touch th
     {prefix}:{p}:scoped:{tenant}:{user}          set    sessions where a user saved session-scoped memory
     {prefix}:{p}:lease:{projection}              string the projector lease of a partition (owner, epoch)
     {prefix}:{workers}:{projection}              zset   live projector workers, scored by heartbeat expiry
+    {prefix}:{dek:{tenant}:{user}}               string a user's data key, "<key id>:<base64 key>" (DEL
+                                                       = crypto-shredding; ``service.crypto``)
 
 The partition of an aggregate is ``h % partitions`` where ``h`` folds the UTF-8 bytes of
 ``tenant/kind/id`` as ``h = (h * 31 + byte) % 2147483647``: integer arithmetic that Redis' Lua 5.1 can check
@@ -76,6 +78,11 @@ class Keys:
     def workers(self, projection: str) -> str:
         """Not tied to a partition: its own hash tag, so it lives in one slot of a cluster."""
         return f"{self.prefix}:{{workers}}:{projection}"
+
+    def data_key(self, tenant: str, user_id: str) -> str:
+        """Not tied to a partition: a hash tag of its own per user, so keys spread over a cluster's slots
+        (the tag ends at the first '}', so a '}' in a user id only shortens it)."""
+        return f"{self.prefix}:{{dek:{tenant}:{user_id}}}"
 
     def pattern(self) -> str:
         """A SCAN pattern matching every key of this deployment (tests use it to clean up)."""

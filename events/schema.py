@@ -9,7 +9,8 @@ Two aggregate kinds:
 
 * ``session`` (id: the session id): created, messages added, deleted, and the memory scoped to that session
   (saved, deleted, cleared), so that every rule about a session holds atomically in one partition.
-* ``memory`` (id: the user id): the memory scoped to the user (saved, deleted, cleared).
+* ``memory`` (id: the user id): the memory scoped to the user (saved, deleted, cleared), and
+  ``user.forgotten``: the user was erased (crypto-shredding; ``service.privacy``).
 
 ``version`` and ``recorded_at`` are assigned by the log (the append script and the stream entry id); a
 publisher leaves them out.
@@ -48,6 +49,8 @@ __all__ = [
     "SessionDeleted",
     "SessionDeletedPayload",
     "ToolCall",
+    "UserForgotten",
+    "UserForgottenPayload",
     "new_event_id",
     "now_ms",
     "utcnow",
@@ -151,6 +154,12 @@ class MemoryClearedPayload(Struct, frozen=True, kw_only=True, omit_defaults=True
     session_id: Id | None = None
 
 
+class UserForgottenPayload(Struct, frozen=True, kw_only=True):
+    """Only who was forgotten: the audit trail says it happened and nothing of what was erased."""
+
+    user_id: Id
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Envelope and events
 
@@ -197,11 +206,32 @@ class MemoryCleared(Event, frozen=True, kw_only=True, tag="memory.cleared.v1"):
     payload: MemoryClearedPayload
 
 
+class UserForgotten(Event, frozen=True, kw_only=True, tag="user.forgotten.v1"):
+    """The user was erased: their data key is destroyed, every read-model row of theirs removed. Appended to
+    the user's memory aggregate, after their sessions were deleted."""
+
+    payload: UserForgottenPayload
+
+
 AnyEvent: TypeAlias = (
-    SessionCreated | MessagesAdded | SessionDeleted | MemorySaved | MemoryDeleted | MemoryCleared
+    SessionCreated
+    | MessagesAdded
+    | SessionDeleted
+    | MemorySaved
+    | MemoryDeleted
+    | MemoryCleared
+    | UserForgotten
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {
     str(cls.__struct_config__.tag): cls
-    for cls in (SessionCreated, MessagesAdded, SessionDeleted, MemorySaved, MemoryDeleted, MemoryCleared)
+    for cls in (
+        SessionCreated,
+        MessagesAdded,
+        SessionDeleted,
+        MemorySaved,
+        MemoryDeleted,
+        MemoryCleared,
+        UserForgotten,
+    )
 }

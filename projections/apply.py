@@ -9,7 +9,8 @@ incremental build and a rebuild from zero are identical row for row.
 A backend writes the net effect in this order, which is what makes it equal to applying event by event:
 
 1. delete the stored messages of ``purged`` sessions;
-2. delete every stored memory row of the ``cleared`` scopes;
+2. delete every stored memory row of the ``cleared`` scopes; for each ``forgotten`` (tenant, user), delete
+   every stored memory row of that user (any scope) and their deleted session rows;
 3. write ``memories``: a record is upserted, None is deleted (only keys touched after their scope's clear are
    here, so step 2 never removes them);
 4. upsert ``sessions``; insert ``messages`` (only sessions still live at the end of the batch have any);
@@ -25,6 +26,9 @@ Semantics (docs in ``projections.api``):
 * ``memory.saved`` upserts (version 1 on the first save of a key in its scope, +1 on every later save);
   ``memory.deleted`` removes the key; ``memory.cleared`` removes every key of the scope (the user scope when
   the payload has no session_id, else that session's). Memory of a deleted session is never resurrected.
+* ``user.forgotten`` erases the user from the read models: their memory in every scope and the rows of their
+  deleted sessions (the forget command deleted every live one first). Sessions and memory the user id gets
+  afterwards are new rows. The archive keeps the events (their contents are ciphertext whose key is gone).
 * Every event of a session aggregate (memory scoped to the session included) sets the session's version and
   updated_at.
 
@@ -50,6 +54,7 @@ from events.schema import (
     MessagesAdded,
     SessionCreated,
     SessionDeleted,
+    UserForgotten,
 )
 
 from .api import MemoryRecord, MessageRecord, SessionRecord, position_key
@@ -240,16 +245,20 @@ class Changes:
         self.memories: dict[MemoryKey, MemoryRecord | None] = {}
         self.archive: list[ArchiveRow] = []
         self.message_count = 0
+        self.forgotten: set[tuple[str, str]] = set()  # (tenant, user): user.forgotten in this batch
+        self._erased: set[SessionKey] = set()  # deleted sessions of a forgotten user, gone from the batch
 
     # -- reads through the batch's own changes ----------------------------------------------------------
     def session(self, key: SessionKey) -> SessionRecord | None:
         found = self.sessions.get(key)
+        if found is None and key in self._erased:
+            return None
         return found if found is not None else self._state.session(key)
 
     def memory(self, key: MemoryKey) -> MemoryRecord | None:
         if key in self.memories:
             return self.memories[key]
-        if key[:3] in self.cleared:
+        if key[:3] in self.cleared or key[:2] in self.forgotten:
             return None
         return self._state.memory(key)
 
@@ -375,6 +384,16 @@ class Changes:
                     updated_at=recorded_at,
                 )
             return p.user_id
+        if isinstance(ev, UserForgotten):
+            user = ev.payload.user_id
+            self.forgotten.add((tenant, user))
+            for mkey in [k for k in self.memories if k[:2] == (tenant, user)]:
+                del self.memories[mkey]
+            for skey, s in list(self.sessions.items()):
+                if s.tenant == tenant and s.user_id == user and s.deleted:
+                    del self.sessions[skey]
+                    self._erased.add(skey)
+            return user
         raise PoisonEvent(entry, f"no projection for event type {entry.type!r}")  # pragma: no cover
 
     def _clear(self, scope: ScopeKey) -> None:

@@ -111,12 +111,26 @@ class _Tables:
     def memory(self, key: MemoryKey) -> MemoryRecord | None:
         return self.memories.get(key[:3], {}).get(key[3])
 
+    def forget(self, user: tuple[str, str]) -> None:
+        """user.forgotten: every memory row of the user and the rows of their deleted sessions."""
+        for scope in [k for k in self.memories if k[:2] == user]:
+            del self.memories[scope]
+        live = self.user_sessions.get(user, set())
+        for sid in [sid for sid in live if self.sessions[(user[0], sid)].deleted]:
+            live.discard(sid)
+            del self.sessions[(user[0], sid)]
+            self.messages.pop((user[0], sid), None)
+        if not live:
+            self.user_sessions.pop(user, None)
+
     def write(self, changes: Changes, audit: list[AuditRecord]) -> None:
         """Write a batch's net effect (in the order ``projections.apply`` prescribes). Cannot fail."""
         for skey in changes.purged:
             self.messages.pop(skey, None)
         for scope in changes.cleared:
             self.memories.pop(scope, None)
+        for forgotten in changes.forgotten:
+            self.forget(forgotten)
         for mkey, memory in changes.memories.items():
             scope_key, name = mkey[:3], mkey[3]
             if memory is None:

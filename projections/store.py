@@ -132,6 +132,15 @@ class Statements:
             f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope) IN"
             " (SELECT x->>0, x->>1, x->>2 FROM json_array_elements(%s::json) x)"
         )
+        # user.forgotten: every memory row of the user, and their deleted sessions (live ones are new).
+        self.forget_memories = (
+            f"DELETE FROM {s}.memories WHERE (tenant, user_id) IN"
+            " (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+        )
+        self.forget_sessions = (
+            f"DELETE FROM {s}.sessions WHERE deleted AND (tenant, user_id) IN"
+            " (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+        )
         self.delete_memories = (
             f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope, key) IN"
             " (SELECT x->>0, x->>1, x->>2, x->>3 FROM json_array_elements(%s::json) x)"

@@ -19,6 +19,8 @@ from events import (
     SessionCreatedPayload,
     SessionDeletedEvent,
     ToolCall,
+    UserForgotten,
+    UserForgottenPayload,
 )
 
 
@@ -76,4 +78,10 @@ def cleared(user: str, session: str | None = None) -> MemoryCleared:
         aggregate_kind="session" if session else "memory",
         aggregate_id=session or user,
         payload=MemoryClearedPayload(user_id=user, session_id=session),
+    )
+
+
+def forgotten(user: str, tenant: str = "default") -> UserForgotten:
+    return UserForgotten(
+        aggregate_kind="memory", aggregate_id=user, tenant=tenant, payload=UserForgottenPayload(user_id=user)
     )

@@ -16,7 +16,7 @@ from events import EventLog, LogSettings, SessionsError, decode_entry
 from events.schema import Event
 from tests.fix_redis import delete_prefix, real_redis
 
-from .factories import added, call, cleared, created, deleted, mem_deleted, msg, saved
+from .factories import added, call, cleared, created, deleted, forgotten, mem_deleted, msg, saved
 
 SIDS = ["s0", "s1", "s2"]
 USERS = ["u0", "u1"]
@@ -80,6 +80,14 @@ class Model:
             if s.owner != user:
                 return ("error", "memory_session_not_owned")
             return self._memory(op[1:], "session", sid, s.memory, key, s)
+        if op == "forget":
+            # Always appended (the audit trail records every erasure); clears the user-scope keys.
+            keys = self.user_memory.setdefault(cmd[1], set())
+            n = len(keys)
+            keys.clear()
+            v = self._record("memory", cmd[1], "user.forgotten.v1")
+            self.user_versions[cmd[1]] = v
+            return ("ok", True, v, n)
         if op in ("save", "del", "clear"):
             user, key = cmd[1], cmd[2] if len(cmd) > 2 else None
             return self._memory(op, "memory", user, self.user_memory.setdefault(user, set()), key, None)
@@ -154,6 +162,8 @@ def to_event(cmd: tuple[Any, ...]) -> Event:
         return mem_deleted(cmd[1], cmd[2])
     if op == "clear":
         return cleared(cmd[1])
+    if op == "forget":
+        return forgotten(cmd[1])
     if op == "ssave":
         return saved(cmd[2], cmd[3], [1, 2], session=cmd[1])
     if op == "sdel":
@@ -178,6 +188,7 @@ command = st.one_of(
     st.tuples(st.just("save"), user, key),
     st.tuples(st.just("del"), user, key),
     st.tuples(st.just("clear"), user),
+    st.tuples(st.just("forget"), user),
     st.tuples(st.just("ssave"), sid, user, key),
     st.tuples(st.just("sdel"), sid, user, key),
     st.tuples(st.just("sclear"), sid, user),
