@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from events.codec import decode_event
@@ -34,6 +34,7 @@ from .consistency import format_positions, merge_positions
 from .dependencies import App, At, Ctx, dependencies
 from .errors import BadRequest
 from .middleware import observe
+from .openapi import openapi_document
 from .problems import PROBLEM_JSON, error_responses, exception_handlers
 from .settings import ServiceSettings
 from .wire import (
@@ -83,7 +84,10 @@ def _written(body: Any, positions: list[Position], status: int = 200, **headers:
 
 @post(
     "/v1/sessions",
-    responses=error_responses(403, 410, 413, 422),
+    responses={
+        201: ResponseSpec(SessionReply, description="created", generate_examples=False),
+        **error_responses(403, 410, 413, 422),
+    },
     status_code=200,
     summary="Get or create a session",
 )
@@ -109,7 +113,7 @@ async def get_session(session_id: FromPath[str], application: App, ctx: Ctx, at:
 
 @delete(
     "/v1/sessions/{session_id:str}",
-    responses=error_responses(404, 410),
+    responses=error_responses(404, 410, 413, 422),
     status_code=200,
     summary="Delete a session and its session-scoped memory",
 )
@@ -262,7 +266,7 @@ async def get_memory(
 
 @delete(
     "/v1/users/{user_id:str}/memory/{key:path}",
-    responses=error_responses(403, 404, 410, 422),
+    responses=error_responses(403, 404, 410, 413, 422),
     status_code=200,
     summary="Delete a memory key",
 )
@@ -284,7 +288,7 @@ async def delete_memory(
 
 @delete(
     "/v1/users/{user_id:str}/memory",
-    responses=error_responses(),
+    responses=error_responses(413, 422),
     status_code=200,
     summary="Clear a user's memory in every scope",
 )
@@ -346,7 +350,7 @@ def _audit_filter(ctx: Ctx, **kw: Any) -> AuditFilter:
 
 @get(
     "/v1/events",
-    responses=error_responses(),
+    responses=error_responses(404),
     summary="The audit trail: archived events with their envelopes, oldest first",
 )
 async def audit_events(
@@ -435,7 +439,7 @@ async def metrics(application: App) -> Response[bytes]:
 
 @get("/openapi.json", include_in_schema=False)
 async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return request.app.openapi_schema.to_schema()
+    return openapi_document(request.app)
 
 
 # -- the app -----------------------------------------------------------------------------------------------

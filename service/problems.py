@@ -114,7 +114,10 @@ _HTTP_CODES = {
 def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     code = _HTTP_CODES.get(status, "invalid_request" if 400 <= status < 500 else "internal_error")
-    return problem(status, code, str(exc.detail))
+    # Keep the exception's headers: a 405 must say which methods the path allows (RFC 9110 ``Allow``).
+    response = problem(status, code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
