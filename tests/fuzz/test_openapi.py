@@ -1,0 +1,131 @@
+"""Schemathesis over ``/openapi.json``: every operation with generated input (valid and invalid), then
+stateful sequences that follow the document's links (create a session, then its messages, memory, events).
+
+Checks: no 5xx, status codes, content types, headers and bodies as documented, invalid input refused, 405 with
+``Allow``; and on every error: ``application/problem+json`` with a ``code``, never a stack trace. Not checked:
+``positive_data_acceptance`` (a schema-valid request may still break the log's rules: a tool message answering
+no call, a deleted session) and ``use_after_free``/``ensure_resource_availability`` (a deleted session answers
+410 by design, and a get-or-create may resume another user's id: 403).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import hypothesis
+import hypothesis.errors
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from schemathesis import Case
+from schemathesis.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+    unsupported_method,
+)
+from schemathesis.generation import GenerationMode
+
+from .health import assert_healthy
+
+
+@schemathesis.check
+def invalid_body_or_path_rejected(ctx: Any, response: Any, case: Case) -> bool | None:
+    """``negative_data_rejection`` where a type can be sent at all: a query string or a header carries only
+    strings (a generated object or a repeated scalar parameter arrives as text, first value wins)."""
+    data = getattr(getattr(case.meta, "phase", None), "data", None)
+    location = getattr(data, "parameter_location", None)
+    if location is not None and str(getattr(location, "value", location)) in ("query", "header"):
+        return None
+    return negative_data_rejection(ctx, response, case)
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    invalid_body_or_path_rejected,
+    unsupported_method,
+]
+
+FUZZ = hypothesis.settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,  # the same cases every run: a failure here is reproducible
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+def assert_problem_or_success(response: Any) -> None:
+    """Ours on top of schemathesis': an error is problem+json with a code, and no response leaks a trace."""
+    text = response.text if isinstance(response.text, str) else ""
+    assert "Traceback" not in text and 'File "' not in text, text[:500]
+    assert response.status_code < 500, text[:500]
+    if response.status_code >= 400:
+        ctype = response.headers.get("content-type", "")
+        ctype = ctype[0] if isinstance(ctype, list) else ctype
+        assert ctype.startswith("application/problem+json"), (response.status_code, ctype, text[:300])
+        body = json.loads(text)
+        assert isinstance(body.get("code"), str) and body["code"], body
+
+
+@pytest.fixture(scope="module")
+def api(base_url: str) -> Any:
+    return schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+
+
+def _labels(base: str) -> list[str]:
+    doc = httpx.get(f"{base}/openapi.json").json()
+    return [f"{m.upper()} {p}" for p, ops in doc["paths"].items() for m in ops]
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_every_operation_with_generated_input(
+    api: Any, base_url: str, http: httpx.Client, mode: GenerationMode
+) -> None:
+    operations = [op.ok() for op in api.get_all_operations()]
+    assert len(operations) == len(_labels(base_url)) >= 13
+    unsatisfiable: list[str] = []
+    for operation in operations:
+
+        @FUZZ
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Case) -> None:
+            response = case.call_and_validate(checks=CHECKS)
+            assert_problem_or_success(response)
+
+        try:
+            run()
+        except hypothesis.errors.Unsatisfiable:
+            # Nothing about this operation can be invalid (e.g. only free-form string path parameters).
+            assert mode is GenerationMode.NEGATIVE, operation.label
+            unsatisfiable.append(operation.label)
+    assert len(unsatisfiable) < len(operations) // 2, unsatisfiable
+    assert_healthy(http)
+
+
+def test_stateful_sequences_follow_the_links(api: Any, http: httpx.Client) -> None:
+    class Workflow(api.as_state_machine()):  # type: ignore[misc]
+        def validate_response(self, response: Any, case: Case, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS)
+            assert_problem_or_success(response)
+
+    Workflow.run(
+        settings=hypothesis.settings(
+            max_examples=15,
+            stateful_step_count=6,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    assert_healthy(http)
