@@ -29,6 +29,7 @@ JSON columns are decoded once, by psycopg, with msgspec.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -96,6 +97,15 @@ class _Loaded:
 
     def memory(self, key: MemoryKey) -> MemoryRecord | None:
         return self.memories.get(key)
+
+
+async def _rollback(conn: Conn) -> None:
+    """End a failed batch's transaction, so the connection goes back to the pool idle. A broken connection
+    is left as it is: the pool discards it."""
+    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    with contextlib.suppress(psycopg.Error):
+        await conn.rollback()
 
 
 def _split(position: str | None) -> tuple[int | None, int | None]:
@@ -376,78 +386,94 @@ class PostgresReadModel:
         epoch: int,
         projection: str,
     ) -> BatchOutcome:
+        async with self._conn() as conn:
+            try:
+                return await self._write(conn, partition, entries, events, expected, epoch, projection)
+            except BaseException:
+                await _rollback(conn)
+                raise
+
+    async def _write(
+        self,
+        conn: Conn,
+        partition: int,
+        entries: Sequence[RawEntry],
+        events: Sequence[AnyEvent],
+        expected: str | None,
+        epoch: int,
+        projection: str,
+    ) -> BatchOutcome:
+        """The batch's transaction, begun and committed here (the caller rolls back on any error): BEGIN
+        goes in the first pipeline instead of a round trip of its own."""
         session_keys, memory_keys = _touched(events)
         sql = self.sql
-        async with self._conn() as conn, conn.transaction():
-            # Round trip 1: lock the checkpoint; load what the batch reads and what the guard needs.
-            loaded = _Loaded()
-            async with conn.pipeline():
-                await conn.execute(sql.lock_partition, [self._partition_lock(partition)])
-                await conn.execute(sql.checkpoint_row, [projection, partition])
-                cp_cur = await conn.execute(sql.lock_checkpoint, [projection, partition])
-                g_cur = None
-                if entries:
-                    # uuids (32 hex digits) need no quoting: one array literal, not a list adapted by item
-                    ids = "{" + ",".join([f"{ev.id.int:032x}" for ev in events]) + "}"
-                    g_cur = await conn.execute(sql.guard_lookup, [ids, _version_ranges(entries, events)])
-                s_cur = m_cur = None
-                if session_keys:
-                    s_cur = await conn.execute(sql.load_sessions, [store.json_rows(session_keys)])
-                if memory_keys:
-                    m_cur = await conn.execute(sql.load_memories, [store.json_rows(memory_keys)])
-            self._check_cas(await cp_cur.fetchone(), partition, expected, epoch)
-            skip: set[int] = set()
-            if g_cur is not None and (rows := await g_cur.fetchall()):
-                applied = {(t, k, a, int(v)): eid for eid, t, k, a, v in rows}
-                used = {eid: agg for agg, eid in applied.items()}
-                skip = guard(entries, events, applied.get, used.get)
-            if s_cur is not None:
-                for r in await s_cur.fetchall():
-                    rec = store.session_record(r)
-                    loaded.sessions[(rec.tenant, rec.session_id)] = rec
-            if m_cur is not None:
-                for r in await m_cur.fetchall():
-                    k, mem = store.memory_state(r)
-                    loaded.memories[k] = mem
-            # The pure part: PoisonEvent from here rolls everything back.
-            changes = Changes(loaded)
-            for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
-                if i not in skip:
-                    changes.add(entry, event)
-            position = entries[-1].position if entries else expected
-            # Round trip 2: the set-based writes and the checkpoint.
-            upserts, deletes = store.memory_params(changes)
-            async with conn.pipeline():
-                if changes.purged:
-                    await conn.execute(sql.purge_messages, [store.json_rows(sorted(changes.purged))])
-                if changes.cleared:
-                    await conn.execute(sql.clear_scopes, [store.json_rows(sorted(changes.cleared))])
-                if changes.forgotten:
-                    forgotten = store.json_rows(sorted(changes.forgotten))
-                    await conn.execute(sql.forget_memories, [forgotten])
-                    await conn.execute(sql.forget_sessions, [forgotten])
-                if deletes:
-                    await conn.execute(sql.delete_memories, [store.json_rows(deletes)])
-                if upserts:
-                    await conn.execute(sql.upsert_memories, [store.json_rows(upserts)])
-                if changes.sessions:
-                    await conn.execute(sql.upsert_sessions, [store.session_params(changes)])
-                moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
-            self._moved(moved, partition)
-            # Then COPY the bulk rows (binary; each row formatted by psycopg's C code).
-            uuids: dict[str, bytes] = {}
-            archive = store.archive_rows(changes.archive, uuids)
-            async with conn.cursor() as cur:
-                if changes.messages:
-                    async with cur.copy(sql.copy_messages) as copy:
-                        copy.set_types(store.MESSAGE_COPY_TYPES)
-                        for row in store.message_rows(changes, uuids):
-                            await copy.write_row(row)
-                if archive:
-                    async with cur.copy(sql.copy_archive) as copy:
-                        copy.set_types(store.ARCHIVE_COPY_TYPES)
-                        for row in archive:
-                            await copy.write_row(row)
+        # Round trip 1: lock the partition and the checkpoint; load what the batch reads and the guard needs.
+        loaded = _Loaded()
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            cp_cur = await conn.execute(
+                sql.lock_batch, [projection, partition, self._partition_lock(partition)]
+            )
+            g_cur = None
+            if entries:
+                # uuids (32 hex digits) need no quoting: one array literal, not a list adapted by item
+                ids = "{" + ",".join([f"{ev.id.int:032x}" for ev in events]) + "}"
+                g_cur = await conn.execute(sql.guard_lookup, [ids, _version_ranges(entries, events)])
+            s_cur = m_cur = None
+            if session_keys:
+                s_cur = await conn.execute(sql.load_sessions, [store.json_rows(session_keys)])
+            if memory_keys:
+                m_cur = await conn.execute(sql.load_memories, [store.json_rows(memory_keys)])
+        self._check_cas(await cp_cur.fetchone(), partition, expected, epoch)
+        skip: set[int] = set()
+        if g_cur is not None and (rows := await g_cur.fetchall()):
+            applied = {(t, k, a, int(v)): eid for eid, t, k, a, v in rows}
+            used = {eid: agg for agg, eid in applied.items()}
+            skip = guard(entries, events, applied.get, used.get)
+        if s_cur is not None:
+            for r in await s_cur.fetchall():
+                rec = store.session_record(r)
+                loaded.sessions[(rec.tenant, rec.session_id)] = rec
+        if m_cur is not None:
+            for r in await m_cur.fetchall():
+                k, mem = store.memory_state(r)
+                loaded.memories[k] = mem
+        # The pure part: PoisonEvent from here rolls everything back.
+        changes = Changes(loaded)
+        for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
+            if i not in skip:
+                changes.add(entry, event)
+        position = entries[-1].position if entries else expected
+        # Round trip 2: the set-based writes and the checkpoint.
+        upserts, deletes = store.memory_params(changes)
+        async with conn.pipeline():
+            if changes.purged:
+                await conn.execute(sql.purge_messages, [store.json_rows(sorted(changes.purged))])
+            if changes.cleared:
+                await conn.execute(sql.clear_scopes, [store.json_rows(sorted(changes.cleared))])
+            if deletes:
+                await conn.execute(sql.delete_memories, [store.json_rows(deletes)])
+            if upserts:
+                await conn.execute(sql.upsert_memories, [store.json_rows(upserts)])
+            if changes.sessions:
+                await conn.execute(sql.upsert_sessions, [store.session_params(changes)])
+            moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
+        self._moved(moved, partition)
+        # Then COPY the bulk rows (binary; each row formatted by psycopg's C code), and COMMIT.
+        uuids: dict[str, bytes] = {}
+        archive = store.archive_rows(changes.archive, uuids)
+        async with conn.cursor() as cur:
+            if changes.messages:
+                async with cur.copy(sql.copy_messages) as copy:
+                    copy.set_types(store.MESSAGE_COPY_TYPES)
+                    for row in store.message_rows(changes, uuids):
+                        await copy.write_row(row)
+            if archive:
+                async with cur.copy(sql.copy_archive) as copy:
+                    copy.set_types(store.ARCHIVE_COPY_TYPES)
+                    for row in archive:
+                        await copy.write_row(row)
+        await conn.commit()
         return BatchOutcome(
             position=position or "0-0",
             applied=len(changes.archive),

@@ -99,7 +99,14 @@ class Statements:
         )
         self.dead_letters = f"SELECT {DEAD_LETTER_COLUMNS} FROM {s}.dead_letters"
         # -- the write side -----------------------------------------------------------------------------
-        self.lock_partition = "SELECT pg_advisory_xact_lock(%s)"
+        # A batch's first statement: take the partition lock, then create (if missing), lock and read the
+        # checkpoint row. The no-op DO UPDATE locks the row as FOR UPDATE would, in the same statement.
+        self.lock_batch = (
+            f"INSERT INTO {s}.checkpoints AS c (projection, partition)"
+            " SELECT %s, %s FROM (SELECT pg_advisory_xact_lock(%s)) AS locked"
+            " ON CONFLICT (projection, partition) DO UPDATE SET epoch = c.epoch"
+            " RETURNING pos_ms, pos_seq, epoch"
+        )
         self.checkpoint_row = (
             f"INSERT INTO {s}.checkpoints (projection, partition) VALUES (%s, %s) ON CONFLICT DO NOTHING"
         )
