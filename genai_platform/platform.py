@@ -32,9 +32,11 @@ class GenAIPlatform:
         tenant: str | None = None,
         actor: str | None = None,
         timeout: float | None = 30.0,
+        api_key: str | None = None,
     ) -> None:
         """``tenant`` and ``actor`` (``<kind>:<id>``) are sent with every call when given; ``timeout`` is
-        each call's deadline in seconds."""
+        each call's deadline in seconds; ``api_key`` (else ``SESSIONS_API_KEY``) goes in ``authorization``
+        metadata as ``Bearer <key>``."""
         self.gateway_url = gateway_url or os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS
         self.timeout = timeout
         self._metadata: list[tuple[str, str]] = []
@@ -42,6 +44,8 @@ class GenAIPlatform:
             self._metadata.append(("x-tenant-id", tenant))
         if actor:
             self._metadata.append(("x-actor", actor))
+        if api_key := api_key or os.environ.get("SESSIONS_API_KEY"):
+            self._metadata.append(("authorization", f"Bearer {api_key}"))
         self._channel: grpc.Channel | None = None
         self._sessions: SessionClient | None = None
 

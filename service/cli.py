@@ -1,4 +1,5 @@
-"""The ``sessions`` command: ``sessions serve`` runs the API; the projector commands (``sessions project``,
+"""The ``sessions`` command: ``sessions serve`` runs the API; ``sessions keys create|list|revoke`` manage the
+API keys (``service.auth``); the projector commands (``sessions project``,
 ...) come from ``consumers.cli`` when that package provides them.
 
 With no configuration ``sessions serve`` is self-contained (embedded): an in-process fakeredis log, the
@@ -12,11 +13,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from events.errors import SessionsError
+from events.errors import ConfigurationError, SessionsError
 
 from .settings import ServiceSettings
 
@@ -36,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve_p.add_argument(
         "--no-projector", action="store_true", help="do not project in this process (run `sessions project`)"
     )
+    serve_p.add_argument(
+        "--insecure-bind",
+        action="store_true",
+        help="allow a non-loopback bind with no API keys configured (SESSIONS_INSECURE_BIND)",
+    )
     serve_p.set_defaults(handler=_serve_command)
+    _add_key_commands(sub)
     try:
         from consumers import cli as consumers_cli
     except ImportError:
@@ -46,13 +55,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_key_commands(sub: Any) -> None:
+    keys_p = sub.add_parser("keys", help="API keys: create, list, revoke (SESSIONS_API_KEYS_FILE)")
+    keys_p.add_argument("--file", help="the keys file (default: SESSIONS_API_KEYS_FILE)")
+    keys_sub = keys_p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create_p = keys_sub.add_parser("create", help="create a key; prints it once (only its hash is stored)")
+    create_p.add_argument("--tenant", required=True)
+    create_p.add_argument("--role", required=True, choices=["reader", "writer", "admin"])
+    create_p.add_argument("--name", help="a label shown by `keys list`")
+    create_p.set_defaults(handler=_keys_create)
+    keys_sub.add_parser("list", help="the keys (never a secret or a hash)").set_defaults(handler=_keys_list)
+    revoke_p = keys_sub.add_parser("revoke", help="revoke a key by id (a running server notices within ~1 s)")
+    revoke_p.add_argument("id")
+    revoke_p.set_defaults(handler=_keys_revoke)
+
+
+def _keys_file(args: argparse.Namespace) -> Path:
+    path = args.file or os.environ.get("SESSIONS_API_KEYS_FILE")
+    if not path:
+        raise ConfigurationError(
+            "name the keys file: --file PATH or SESSIONS_API_KEYS_FILE", code="keys_file_required"
+        )
+    return Path(path)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from .auth import create_key
+
+    key, full = create_key(_keys_file(args), args.tenant, args.role, args.name)
+    print(full)
+    print(
+        f"key {key.id}: tenant {key.tenant}, role {key.role}; store it now, it is not shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from .auth import load_keys_file
+
+    for k in load_keys_file(_keys_file(args)):
+        state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+        print(f"{k.id}  {k.tenant}  {k.role}  {state}  {k.created_at or '-'}  {k.name or ''}".rstrip())
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from .auth import revoke_key
+
+    key = revoke_key(_keys_file(args), args.id)
+    print(f"revoked {key.id} ({key.tenant}, {key.role})")
+    return 0
+
+
 async def serve(settings: ServiceSettings) -> None:
     """Run the API until SIGINT/SIGTERM."""
     import uvicorn
 
     from .app import Application
+    from .auth import Gate, check_bind
+    from .grpc import grpc_host
     from .http import create_app
 
+    gate = Gate.from_settings(settings)
+    check_bind([settings.http_host, grpc_host(settings)], not gate.open, settings.insecure_bind)
+    if gate.open:
+        log.warning(
+            "sessions: NO API KEYS configured: the service is OPEN (no authentication, one tenant per "
+            "X-Tenant-Id, default %r)%s. Set SESSIONS_API_KEYS_FILE (`sessions keys create`) to need keys.",
+            settings.default_tenant,
+            "" if settings.insecure_bind else ", so it binds loopback only",
+        )
+    else:
+        log.info("sessions: API keys required (%d in force)", len(gate.store.keys()))
     application = await Application.open(settings)
     log.info("sessions: %s", application.mode)
     if settings.embedded:
@@ -62,7 +137,7 @@ async def serve(settings: ServiceSettings) -> None:
             settings.http_host,
             settings.http_port,
         )
-    app = create_app(application)
+    app = create_app(application, gate=gate)
     config = uvicorn.Config(
         app, host=settings.http_host, port=settings.http_port, log_level=settings.log_level, access_log=False
     )
@@ -73,7 +148,7 @@ async def serve(settings: ServiceSettings) -> None:
     try:
         from .grpc import start_grpc_server
 
-        grpc_server = await start_grpc_server(application, settings)
+        grpc_server = await start_grpc_server(application, settings, gate)
         await server.serve()
     finally:
         if grpc_server is not None:
@@ -90,6 +165,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         changes["http_port"] = args.port
     if args.no_projector:
         changes["projector"] = False
+    if args.insecure_bind:
+        changes["insecure_bind"] = True
     settings = dataclasses.replace(settings, **changes)
     if settings.embedded and not settings.projector:
         log.warning("sessions: the embedded log lives in this process, so its projector runs here anyway")

@@ -15,6 +15,7 @@ from .app import Application
 from .commands import Context
 from .consistency import Positions, merge_positions, parse_positions
 from .errors import BadRequest
+from .http_auth import principal_of
 from .wire import POSITION_HEADER
 
 __all__ = ["App", "At", "Ctx", "dependencies"]
@@ -29,7 +30,9 @@ _ACTOR_KINDS = ("user", "model", "service", "admin")
 
 def _context(request: Request[Any, Any, Any], state: State) -> Context:
     application: Application = state["application"]
-    tenant = request.headers.get("x-tenant-id") or application.settings.default_tenant
+    principal = principal_of(request)
+    # The guard fixed the tenant (the key's, or with no keys the one asked for); public routes have none.
+    tenant = principal.tenant if principal is not None else application.settings.default_tenant
     actor = None
     if raw := request.headers.get("x-actor"):
         kind, sep, actor_id = raw.partition(":")

@@ -10,7 +10,9 @@ the SDK raises the same classes again from a problem+json reply, so a caller han
     ├── BadRequest                    400 the request itself: bad JSON or field, cursor or position
     ├── NotFound                      404
     │   └── SessionDeleted            410
-    ├── PermissionDenied              403
+    ├── PermissionDenied              403 (insufficient_role, tenant_mismatch: service.auth)
+    ├── Unauthenticated               401 missing, unknown or revoked API key (service.auth)
+    ├── RateLimited                   429 with Retry-After (service.limits)
     ├── Conflict                      409 (carries current_version)
     ├── DuplicateEventId              409
     ├── Unavailable                   503 with Retry-After
@@ -44,8 +46,10 @@ __all__ = [
     "NotCaughtUp",
     "NotFound",
     "PermissionDenied",
+    "RateLimited",
     "SessionDeleted",
     "SessionsError",
+    "Unauthenticated",
     "Unavailable",
     "UndecodableEvent",
     "error_class_for_code",
@@ -55,6 +59,18 @@ __all__ = [
 
 class BadRequest(SessionsError):
     code = "invalid_request"
+
+
+class Unauthenticated(SessionsError):
+    """No API key, or one the server does not know (``invalid_api_key``) or revoked (``revoked_api_key``)."""
+
+    code = "missing_api_key"
+
+
+class RateLimited(SessionsError):
+    """The key's request rate is used up: retry after ``retry_after`` seconds."""
+
+    code = "rate_limited"
 
 
 class NotCaughtUp(Unavailable):
@@ -75,6 +91,8 @@ _STATUS: tuple[tuple[type[SessionsError], int], ...] = (
     (DuplicateEventId, 409),
     (Unavailable, 503),
     (ConfigurationError, 500),
+    (Unauthenticated, 401),
+    (RateLimited, 429),
 )
 
 
@@ -93,12 +111,14 @@ def status_of(error: SessionsError) -> int:
 
 _CLASS_BY_STATUS: dict[int, type[SessionsError]] = {
     400: BadRequest,
+    401: Unauthenticated,
     403: PermissionDenied,
     404: NotFound,
     409: Conflict,
     410: SessionDeleted,
     413: LimitExceeded,
     422: InvalidEvent,
+    429: RateLimited,
     503: Unavailable,
 }
 

@@ -12,11 +12,15 @@ original, on purpose:
 * memory values are JSON text encoded once (the original encoded them twice);
 * a message's ``name`` is kept, ``strategy`` is applied (``service.context``), sessions can be listed and the
   audit trail read;
-* read-your-writes: a read sees every write that finished before it began (the core's queries wait).
+* read-your-writes: a read sees every write that finished before it began (the core's queries wait);
+* with API keys configured (``service.auth``) every call needs ``authorization: Bearer <key>`` metadata:
+  UNAUTHENTICATED without a valid one, PERMISSION_DENIED (``insufficient_role``) for a reader's write or a
+  non-admin's ``GetEvents`` across users, RESOURCE_EXHAUSTED (``rate_limited``) past the rate limit.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -33,6 +37,7 @@ from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
 
 from .app import Application
+from .auth import Gate, Principal, Role
 from .commands import Context
 from .context import read_window
 from .errors import BadRequest
@@ -50,9 +55,17 @@ from .grpc_convert import (
     session_to_proto,
     status_for,
 )
+from .limits import check_id, check_key, check_limit
 from .settings import ServiceSettings
 
-__all__ = ["GRPC_HOST_ENV", "SessionServicer", "create_grpc_server", "start_grpc_server"]
+__all__ = [
+    "GRPC_HOST_ENV",
+    "SessionServicer",
+    "create_grpc_server",
+    "grpc_host",
+    "required_role",
+    "start_grpc_server",
+]
 
 log = logging.getLogger("service.grpc")
 
@@ -61,6 +74,30 @@ GRPC_HOST_ENV = "SESSIONS_GRPC_HOST"  # bind address of gRPC; default: the HTTP 
 Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Rep]]
+
+_WRITES = frozenset(
+    {"GetOrCreateSession", "DeleteSession", "AddMessages", "SaveMemory", "DeleteMemory", "ClearUserMemory"}
+)
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+
+
+def required_role(rpc_name: str, request: Any) -> Role:
+    if rpc_name in _WRITES:
+        return "writer"
+    if rpc_name == "GetEvents" and not (request.user_id or request.session_id):
+        return "admin"
+    return "reader"
+
+
+def _check_input(request: Any) -> None:
+    fields = request.DESCRIPTOR.fields_by_name
+    for field in ("user_id", "session_id"):
+        if field in fields and (value := getattr(request, field)):
+            check_id(value, field)
+    if "key" in fields and request.key:
+        check_key(request.key)
+    if "limit" in fields and request.HasField("limit"):
+        check_limit(request.limit)
 
 
 def _details(error: SessionsError) -> str | None:
@@ -78,7 +115,10 @@ def rpc(handler: Handler[Req, Rep]) -> Handler[Req, Rep]:
 
     @functools.wraps(handler)
     async def wrapper(self: SessionServicer, request: Req, context: grpc.aio.ServicerContext) -> Rep:
+        token = None
         try:
+            principal = self.admit(handler.__name__, request, context)
+            token = _principal.set(principal)
             return await handler(self, request, context)
         except SessionsError as e:
             if e.code == "read_model_behind":
@@ -97,17 +137,33 @@ def rpc(handler: Handler[Req, Rep]) -> Handler[Req, Rep]:
                 f"internal_error: an internal error occurred (reference {ref}); it was logged",
                 trailing_metadata=(("error-code", "internal_error"),),
             )
+        finally:
+            if token is not None:
+                _principal.reset(token)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
     return wrapper
 
 
 class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, gate: Gate | None = None) -> None:
         self.app = app
+        self.gate = gate or Gate.from_settings(app.settings)
+
+    def admit(self, rpc_name: str, request: Any, context: grpc.aio.ServicerContext) -> Principal:
+        """The key, tenant, rate, role and ids of a call, before its handler runs."""
+        md = {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        principal = self.gate.admit(md.get("authorization"), md.get("x-tenant-id"), context.peer())
+        principal.require(required_role(rpc_name, request), rpc_name)
+        if md.get("x-actor", "").partition(":")[0] == "admin":
+            principal.require("admin", "acting as an admin (x-actor admin:...)")
+        _check_input(request)
+        return principal
 
     def ctx(self, context: grpc.aio.ServicerContext) -> Context:
-        return context_from_metadata(context.invocation_metadata(), self.app.settings.default_tenant)
+        principal = _principal.get()
+        tenant = principal.tenant if principal is not None else self.app.settings.default_tenant
+        return context_from_metadata(context.invocation_metadata(), tenant)
 
     # -- sessions ------------------------------------------------------------------------------------------
 
@@ -332,12 +388,14 @@ def _order(request: pb.GetMessagesRequest) -> Literal["asc", "desc"]:
     return "desc" if order == "desc" else "asc"
 
 
-def create_grpc_server(app: Application, address: str) -> tuple[grpc.aio.Server, int]:
+def create_grpc_server(
+    app: Application, address: str, gate: Gate | None = None
+) -> tuple[grpc.aio.Server, int]:
     """A ``grpc.aio`` server with the servicer, bound (not started) to ``address`` (``host:port``, port 0:
-    any free one). Returns the server and the port it bound."""
+    any free one). Returns the server and the port it bound. ``gate``: keys and rate (default: settings)."""
     # so_reuseport off: a second server on a taken port fails instead of silently sharing it.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_SessionServiceServicer_to_server(SessionServicer(app), server)
+    pb_grpc.add_SessionServiceServicer_to_server(SessionServicer(app, gate), server)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as e:  # grpc's way of saying the address is taken or invalid
@@ -354,11 +412,17 @@ def create_grpc_server(app: Application, address: str) -> tuple[grpc.aio.Server,
     return server, port
 
 
-async def start_grpc_server(app: Application, settings: ServiceSettings | None = None) -> grpc.aio.Server:
+def grpc_host(settings: ServiceSettings) -> str:
+    return os.environ.get(GRPC_HOST_ENV) or settings.http_host
+
+
+async def start_grpc_server(
+    app: Application, settings: ServiceSettings | None = None, gate: Gate | None = None
+) -> grpc.aio.Server:
     """Bind ``SESSIONS_GRPC_HOST`` (default: the HTTP host) and ``SESSIONS_PORT`` (default 50052), start."""
     settings = settings or app.settings
-    host = os.environ.get(GRPC_HOST_ENV) or settings.http_host
-    server, port = create_grpc_server(app, f"{host}:{settings.grpc_port}")
+    host = grpc_host(settings)
+    server, port = create_grpc_server(app, f"{host}:{settings.grpc_port}", gate)
     await server.start()
     log.info("sessions: gRPC SessionService on %s:%d", host, port)
     return server

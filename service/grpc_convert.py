@@ -28,7 +28,7 @@ from projections.api import AuditRecord, MessageRecord, SessionRecord
 from proto import sessions_pb2 as pb
 
 from .commands import Context
-from .errors import BadRequest
+from .errors import BadRequest, RateLimited, Unauthenticated
 
 __all__ = [
     "ACTOR_KINDS",
@@ -61,6 +61,8 @@ _STATUS: tuple[tuple[type[SessionsError], grpc.StatusCode], ...] = (
     (DuplicateEventId, grpc.StatusCode.ALREADY_EXISTS),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),  # NotCaughtUp too: retry shortly
     (ConfigurationError, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 

@@ -6,9 +6,13 @@ bounded, until the read model shows what the aggregates it reads had in the log 
 positions the client passes in the ``X-Session-Position`` header or the ``min_position`` query parameter (same
 format). A read that cannot catch up in time fails with 503, ``code: read_model_behind`` and ``Retry-After``.
 
-Request headers: ``X-Tenant-Id`` (default tenant otherwise), ``X-Actor`` (``kind:id``, kind one of user,
-model, service, admin; defaults to the user the request names, else the service), ``X-Correlation-Id``
-(generated when absent, echoed back, recorded in every event), ``Idempotency-Key`` (on ``POST .../messages``).
+Security (``service.auth``, ``service.http_auth``): with API keys configured every request but the health
+checks needs ``Authorization: Bearer <key>`` and the key's tenant is the request's tenant.
+
+Request headers: ``X-Tenant-Id`` (default tenant otherwise; with keys only the key's own tenant), ``X-Actor``
+(``kind:id``, kind one of user, model, service, admin; defaults to the user the request names, else the
+service), ``X-Correlation-Id`` (generated when absent, echoed back, recorded in every event),
+``Idempotency-Key`` (on ``POST .../messages``).
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from events.codec import decode_event
 from projections.api import AuditFilter
 
 from .app import Application
+from .auth import Gate
 from .consistency import format_positions, merge_positions
 from .dependencies import App, At, Ctx, dependencies
 from .errors import BadRequest
+from .http_auth import authorize, principal_of
 from .middleware import observe
 from .openapi import openapi_document
 from .problems import PROBLEM_JSON, error_responses, exception_handlers
@@ -315,7 +321,7 @@ async def publish_events(
     The first refused aggregate stops the batch (the problem says which were appended); retrying the whole
     batch with the same event ids is safe."""
     decoded = []
-    strict_tenant = "x-tenant-id" in request.headers
+    strict_tenant = "x-tenant-id" in request.headers or principal_of(request) is not None
     for i, raw in enumerate(data.events):
         tag = raw.get("type")
         event = decode_event(msgspec.json.encode(raw), tag if isinstance(tag, str) else None)
@@ -445,9 +451,19 @@ async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
 # -- the app -----------------------------------------------------------------------------------------------
 
 
-def create_app(application: Application | None = None, settings: ServiceSettings | None = None) -> Litestar:
+def create_app(
+    application: Application | None = None,
+    settings: ServiceSettings | None = None,
+    gate: Gate | None = None,
+) -> Litestar:
     """The Litestar app over ``application``; with none, the app opens one from ``settings`` (or the
-    environment) when it starts and closes it when it stops."""
+    environment) when it starts and closes it when it stops. ``gate``: the keys and rate limit (default: from
+    the settings)."""
+    if application is None:
+        settings = settings or ServiceSettings.from_env()
+    effective = application.settings if application is not None else settings
+    assert effective is not None
+    gate = gate or Gate.from_settings(effective)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -455,7 +471,8 @@ def create_app(application: Application | None = None, settings: ServiceSettings
             app.state["application"] = application
             yield
             return
-        opened = await Application.open(settings or ServiceSettings.from_env())
+        assert settings is not None
+        opened = await Application.open(settings)
         log.info("sessions: %s", opened.mode)
         app.state["application"] = opened
         try:
@@ -463,7 +480,7 @@ def create_app(application: Application | None = None, settings: ServiceSettings
         finally:
             await opened.close()
 
-    state = State({"application": application} if application is not None else {})
+    state = State({"application": application, "gate": gate} if application is not None else {"gate": gate})
     return Litestar(
         route_handlers=[
             create_session,
@@ -485,6 +502,8 @@ def create_app(application: Application | None = None, settings: ServiceSettings
             openapi_json,
         ],
         dependencies=dependencies(),
+        guards=[authorize],
+        request_max_body_size=effective.max_body_bytes,
         exception_handlers=exception_handlers(),
         middleware=[observe],
         lifespan=[lifespan],

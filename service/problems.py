@@ -38,10 +38,12 @@ class ProblemDoc(msgspec.Struct, frozen=True, kw_only=True):
 
 _ERROR_TEXT = {
     400: "bad request: malformed body, parameter, cursor or position",
+    401: "missing_api_key, invalid_api_key or revoked_api_key",
     403: "the session belongs to another user",
     404: "no such session",
     409: "expected_version did not match (current_version given)",
     410: "the session was deleted",
+    429: "rate_limited: retry after Retry-After",
     413: "a size or count limit",
     422: "the log's rules refused the events (e.g. unknown_tool_call)",
     503: "retry after Retry-After: read_model_behind, or a server unreachable",
@@ -53,7 +55,7 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         s: ResponseSpec(
             ProblemDoc, description=_ERROR_TEXT[s], media_type=PROBLEM_JSON, generate_examples=False
         )
-        for s in (400, *statuses, 503)
+        for s in (400, 401, 403, *statuses, 429, 503)
     }
 
 
@@ -81,7 +83,7 @@ def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
 def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> Response[Any]:
     status = status_of(exc)
     headers = {}
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
         if exc.code == "read_model_behind":
             request.app.state["application"].metrics.read_timeouts.inc()
@@ -106,7 +108,7 @@ def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) ->
 _HTTP_CODES = {
     404: "route_not_found",
     405: "method_not_allowed",
-    413: "request_too_large",
+    413: "body_too_large",
     415: "unsupported_media_type",
 }
 

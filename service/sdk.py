@@ -17,6 +17,7 @@ The request building is plain functions (``Call``); the two clients only send th
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -225,10 +226,15 @@ def raise_for_problem(response: httpx.Response) -> None:
     raise SessionsError(f"the service answered {status}", code="http_error", status=status)
 
 
+API_KEY_ENV = "SESSIONS_API_KEY"  # the key a client sends when none is passed
+
+
 class _Base:
-    def __init__(self, tenant: str | None, actor: str | None) -> None:
+    def __init__(self, tenant: str | None, actor: str | None, api_key: str | None = None) -> None:
         self.positions: Positions = {}
         self._headers: dict[str, str] = {}
+        if api_key := api_key or os.environ.get(API_KEY_ENV):
+            self._headers["Authorization"] = f"Bearer {api_key}"
         if tenant is not None:
             self._headers["X-Tenant-Id"] = tenant
         if actor is not None:
@@ -263,8 +269,9 @@ class SessionsClient(_Base):
         actor: str | None = None,
         timeout: float = 10.0,
         client: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(tenant, actor)
+        super().__init__(tenant, actor, api_key)
         self._owns = client is None
         self.http = client if client is not None else httpx.Client(base_url=base_url, timeout=timeout)
 
@@ -380,8 +387,9 @@ class AsyncSessionsClient(_Base):
         actor: str | None = None,
         timeout: float = 10.0,
         client: httpx.AsyncClient | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(tenant, actor)
+        super().__init__(tenant, actor, api_key)
         self._owns = client is None
         self.http = client if client is not None else httpx.AsyncClient(base_url=base_url, timeout=timeout)
 

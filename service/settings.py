@@ -14,6 +14,12 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_PROJECTOR``        ``1``           ``0``: do not run a projector in the API process
 ``SESSIONS_DEFAULT_TENANT``   ``default``     tenant of requests without an ``X-Tenant-Id`` header
 ``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
+``SESSIONS_API_KEYS_FILE``    (none)          the keys file (``sessions keys``); with keys, every request
+                                              needs one (``service.auth``)
+``SESSIONS_API_KEYS``         (none)          keys as ``id:tenant:role:hash`` entries, or a JSON list
+``SESSIONS_RATE_LIMIT``       (none)          ``<rate>[/<burst>]`` requests a second per key (``limits``)
+``SESSIONS_MAX_BODY_BYTES``   ``4194304``     largest request body (413 ``body_too_large``)
+``SESSIONS_INSECURE_BIND``    ``0``           ``1``: allow a non-loopback bind with no keys configured
 ============================  ==============  ===============================================================
 
 Plus the read model's (``projections/settings.py``): ``SESSIONS_DB_POOL_MIN``, ``SESSIONS_DB_POOL_MAX``,
@@ -31,6 +37,7 @@ from events.settings import LogSettings
 from projections.settings import ReadModelSettings
 
 from .errors import ConfigurationError
+from .limits import DEFAULT_MAX_BODY_BYTES, RateLimit, parse_rate_limit
 
 __all__ = ["ENV", "ServiceSettings"]
 
@@ -48,6 +55,11 @@ ENV = {
     "projector": "SESSIONS_PROJECTOR",
     "default_tenant": "SESSIONS_DEFAULT_TENANT",
     "log_level": "SESSIONS_LOG_LEVEL",
+    "api_keys_file": "SESSIONS_API_KEYS_FILE",
+    "api_keys": "SESSIONS_API_KEYS",
+    "rate_limit": "SESSIONS_RATE_LIMIT",
+    "max_body_bytes": "SESSIONS_MAX_BODY_BYTES",
+    "insecure_bind": "SESSIONS_INSECURE_BIND",
 }
 
 _FALSE = {"0", "false", "no", "off"}
@@ -62,6 +74,11 @@ class ServiceSettings:
     projector: bool = True
     default_tenant: str = "default"
     log_level: str = "info"
+    api_keys_file: str | None = None
+    api_keys: str | None = None
+    rate_limit: RateLimit | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    insecure_bind: bool = False
     log: LogSettings = field(default_factory=LogSettings)
     read_model: ReadModelSettings = field(default_factory=ReadModelSettings)
 
@@ -98,6 +115,11 @@ class ServiceSettings:
                 projector=(get("projector") or "1").lower() not in _FALSE,
                 default_tenant=get("default_tenant") or "default",
                 log_level=(get("log_level") or "info").lower(),
+                api_keys_file=get("api_keys_file"),
+                api_keys=get("api_keys"),
+                rate_limit=parse_rate_limit(get("rate_limit")),
+                max_body_bytes=int(get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES),
+                insecure_bind=(get("insecure_bind") or "0").lower() not in _FALSE,
                 log=LogSettings.from_env(env),
                 read_model=ReadModelSettings.from_env(env),
             )
