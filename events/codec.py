@@ -67,6 +67,8 @@ def decode_event(data: bytes | str, type_tag: str | None = None) -> AnyEvent:
         raise UndecodableEvent(f"the event does not match its schema: {e}") from e
     except msgspec.DecodeError as e:
         raise UndecodableEvent(f"the event is not valid JSON: {e}") from e
+    except UnicodeEncodeError as e:  # a str holding lone surrogates: no UTF-8 text, so no JSON either
+        raise UndecodableEvent(f"the event is not valid UTF-8 text: {e.reason}") from e
 
 
 def position_ms(position: str) -> int:
