@@ -86,8 +86,10 @@ MemoryKey = tuple[str, str, str, str]  # tenant, user_id, scope, key
 AggregateVersion = tuple[str, str, str, int]  # tenant, aggregate kind, aggregate id, version
 
 
-class ArchiveRow(msgspec.Struct, frozen=True, kw_only=True):
-    """One archived event: its envelope in columns, the entry's JSON as the log holds it in ``data``."""
+class ArchiveRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One archived event: its envelope in columns, the entry's JSON as the log holds it in ``data``.
+    Not tracked by the garbage collector (``gc=False``): its fields are scalars, so it is never in a cycle,
+    and a batch makes one per event."""
 
     partition: int
     position: str

@@ -460,18 +460,16 @@ class PostgresReadModel:
             moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
         self._moved(moved, partition)
         # Then COPY the bulk rows (binary; each row formatted by psycopg's C code), and COMMIT.
-        uuids: dict[str, bytes] = {}
-        archive = store.archive_rows(changes.archive, uuids)
         async with conn.cursor() as cur:
             if changes.messages:
                 async with cur.copy(sql.copy_messages) as copy:
                     copy.set_types(store.MESSAGE_COPY_TYPES)
-                    for row in store.message_rows(changes, uuids):
+                    for row in store.message_rows(changes):
                         await copy.write_row(row)
-            if archive:
+            if changes.archive:
                 async with cur.copy(sql.copy_archive) as copy:
                     copy.set_types(store.ARCHIVE_COPY_TYPES)
-                    for row in archive:
+                    for row in store.archive_rows(changes.archive):
                         await copy.write_row(row)
         await conn.commit()
         return BatchOutcome(

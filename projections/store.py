@@ -8,7 +8,7 @@ and archive rows go in with COPY.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -39,6 +39,7 @@ __all__ = [
     "session_params",
     "session_record",
     "split_position",
+    "uuid_bytes",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -389,56 +390,60 @@ ARCHIVE_COPY_TYPES = (
 )
 
 
-def message_rows(changes: Changes, uuids: Mapping[str, bytes]) -> list[tuple[Any, ...]]:
-    """The COPY rows of the batch's messages; ``uuids``: event id -> its 16 bytes (``archive_rows`` makes
-    it)."""
-    return [
-        (
-            t,
-            sid,
-            m.seq,
-            m.role,
-            m.content,
-            m.name,
-            None if m.tool_calls is None else b"\x01" + _encode(m.tool_calls),
-            m.tool_call_id,
-            m.timestamp,
-            None if m.metadata is None else b"\x01" + _encode(m.metadata),
-            uuids[m.event_id],
-        )
-        for (t, sid), msgs in changes.messages.items()
-        for m in msgs
-    ]
+def uuid_bytes(event_id: str) -> bytes:
+    """A uuid's 16 bytes, from its text (what a binary COPY sends for a uuid column)."""
+    return bytes.fromhex(event_id.replace("-", ""))
 
 
-def archive_rows(rows: list[ArchiveRow], uuids: dict[str, bytes]) -> list[tuple[Any, ...]]:
-    """The COPY rows of the archive; fills ``uuids`` (event id -> its 16 bytes) on the way."""
-    out = []
+# The COPY rows are generated one at a time and written at once: a row lives only while it is formatted,
+# so a batch does not hold (and the garbage collector does not keep scanning) tens of thousands of tuples.
+
+
+def message_rows(changes: Changes) -> Iterator[tuple[Any, ...]]:
+    """The COPY rows of the batch's messages (``MESSAGE_COPY_TYPES``)."""
+    event_id, event_bytes = "", b""
+    for (t, sid), msgs in changes.messages.items():
+        for m in msgs:
+            if m.event_id != event_id:  # the messages of one event are consecutive
+                event_id, event_bytes = m.event_id, uuid_bytes(m.event_id)
+            yield (
+                t,
+                sid,
+                m.seq,
+                m.role,
+                m.content,
+                m.name,
+                None if m.tool_calls is None else b"\x01" + _encode(m.tool_calls),
+                m.tool_call_id,
+                m.timestamp,
+                None if m.metadata is None else b"\x01" + _encode(m.metadata),
+                event_bytes,
+            )
+
+
+def archive_rows(rows: list[ArchiveRow]) -> Iterator[tuple[Any, ...]]:
+    """The COPY rows of the archive (``ARCHIVE_COPY_TYPES``)."""
     for r in rows:
         ms, _, seq = r.position.partition("-")
-        uuids[r.event_id] = uuid_bytes = bytes.fromhex(r.event_id.replace("-", ""))
-        out.append(
-            (
-                r.partition,
-                int(ms),
-                int(seq or 0),
-                uuid_bytes,
-                r.type,
-                r.tenant,
-                r.aggregate_kind,
-                r.aggregate_id,
-                r.version,
-                r.user_id,
-                r.actor_kind,
-                r.actor_id,
-                r.correlation_id,
-                r.causation_id,
-                r.occurred_at,
-                r.recorded_at,
-                r.data,
-            )
+        yield (
+            r.partition,
+            int(ms),
+            int(seq or 0),
+            uuid_bytes(r.event_id),
+            r.type,
+            r.tenant,
+            r.aggregate_kind,
+            r.aggregate_id,
+            r.version,
+            r.user_id,
+            r.actor_kind,
+            r.actor_id,
+            r.correlation_id,
+            r.causation_id,
+            r.occurred_at,
+            r.recorded_at,
+            r.data,
         )
-    return out
 
 
 def memory_state(row: tuple[Any, ...]) -> tuple[tuple[str, str, str, str], MemoryRecord]:
