@@ -26,6 +26,20 @@ local function json_size(v)
   return #cjson.encode(v)
 end
 
+-- A value sealed by the service (service.crypto: "enc:v1:<key id>:<base64(nonce, ciphertext, tag)>", in an
+-- event that names its key) counts as the size of its plain text, so a limit means the same with encryption
+-- on or off. AES-GCM adds 12 bytes of nonce and 16 of tag; base64 turns each 3 bytes into 4.
+local function stored_size(v, sealed)
+  if sealed then
+    local body = string.match(v, '^enc:v1:%x+:([%w%+/]*=?=?)$')
+    if body and #body % 4 == 0 then
+      local pad = #string.match(body, '=*$')
+      return math.max(0, (#body / 4) * 3 - pad - 28)
+    end
+  end
+  return #v
+end
+
 local decoding = nil  -- the index of the event being decoded, so a decode error is reported as such
 
 local function main()
@@ -213,6 +227,7 @@ local function main()
 
   for i = 1, n do
     local ev, p, t = events[i], events[i].payload, events[i].type
+    local sealed = not is_null(ev.encryption_key_id)
     if t == 'session.created.v1' then
       if kind ~= 'session' then fail('wrong_aggregate', 'session events belong to a session aggregate') end
       check_id('user_id', p.user_id, true)
@@ -250,8 +265,9 @@ local function main()
         if not is_null(m.timestamp) and type(m.timestamp) ~= 'number' then
           fail('invalid_message', where .. ': timestamp must be a number of milliseconds')
         end
-        if not is_null(m.content) and #m.content > lim.content then
-          fail('content_too_large', where .. ' content is ' .. #m.content .. ' bytes; the limit is '
+        local content_size = is_null(m.content) and 0 or stored_size(m.content, sealed)
+        if content_size > lim.content then
+          fail('content_too_large', where .. ' content is ' .. content_size .. ' bytes; the limit is '
             .. lim.content, {limit = lim.content, index = j - 1})
         end
         check_metadata(m.metadata, where .. ' metadata')
@@ -319,7 +335,7 @@ local function main()
       if mem_count == nil then mem_count = redis.call('SCARD', KEYS[5]) end
       check_key(p.key)
       if p.value == nil then fail('invalid_value', 'memory.saved needs a value (any JSON value)') end
-      local size = json_size(p.value)
+      local size = type(p.value) == 'string' and stored_size(p.value, sealed) or json_size(p.value)
       if size > lim.value then
         fail('value_too_large', 'memory value is ' .. size .. ' bytes; the limit is ' .. lim.value,
           {limit = lim.value})

@@ -24,9 +24,11 @@ from events.errors import SessionsError, Unavailable
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel
 
-from .commands import Commands
+from .commands import Commands, Context
 from .consistency import Consistency, NotifyingReadModel
+from .crypto import DataKeys
 from .metrics import Metrics
+from .privacy import ForgetResult, forget_user
 from .queries import Queries
 from .settings import ServiceSettings
 
@@ -81,8 +83,10 @@ class Application:
         self.log = log
         self.read_model = read_model
         self.consistency = Consistency(read_model, self.settings.read_timeout_s)
-        self.commands = Commands(log)
-        self.queries = Queries(log, read_model, self.consistency)
+        # One key cache for both sides, so an erasure takes effect at once in this process.
+        self.data_keys = DataKeys(log.redis, log.keys)
+        self.commands = Commands(log, self.data_keys if self.settings.encryption else None)
+        self.queries = Queries(log, read_model, self.consistency, self.data_keys)
         self.metrics = Metrics()
         self.projector_enabled = projector
         self.projector: Any = None
@@ -157,6 +161,20 @@ class Application:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    async def forget_user(self, ctx: Context, user_id: str, *, rewrite_aof: bool = False) -> ForgetResult:
+        """Erase a user (``service.privacy.forget_user``): sessions deleted, data key destroyed, read-model
+        rows removed, a ``user.forgotten.v1`` event in the audit trail."""
+        return await forget_user(
+            self.log,
+            self.read_model,
+            self.consistency,
+            self.commands,
+            self.data_keys,
+            ctx,
+            user_id,
+            rewrite_aof=rewrite_aof,
+        )
 
     async def readiness(self) -> dict[str, str]:
         """What is reachable; raises ``Unavailable`` naming the first thing that is not."""

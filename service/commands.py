@@ -3,6 +3,10 @@
 A command never reads the read model: the log's append script is the one place where the rules are checked
 (ownership, deleted sessions, versions, tool calls, limits), atomically. What a command returns carries the
 position (partition + stream entry id) a later read can wait for.
+
+With ``data_keys`` (the service's default), what a user writes is sealed with their data key before it is
+appended (``service.crypto``): message contents, tool call arguments, memory values. The session's owner,
+whose key seals its messages, comes from the log's aggregate state (the owner of a session never changes).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.errors import NotFound, PermissionDenied, SessionsError, Unavailable
-from events.log import AppendResult, EventLog
+from events.log import AggregateState, AppendResult, EventLog
 from events.schema import (
     Actor,
     AggregateKind,
@@ -39,6 +43,7 @@ from events.schema import (
     now_ms,
 )
 
+from .crypto import DataKey, DataKeys, aad, seal_text, seal_value
 from .errors import BadRequest
 
 __all__ = [
@@ -97,9 +102,28 @@ def _memory_aggregate(user_id: str, session_id: str | None) -> tuple[AggregateKi
     return ("memory", user_id) if session_id is None else ("session", session_id)
 
 
+def _seal_message(key: DataKey, associated: bytes, m: Message) -> Message:
+    calls = m.tool_calls
+    if calls:
+        calls = [
+            msgspec.structs.replace(
+                c,
+                function=msgspec.structs.replace(
+                    c.function, arguments=seal_text(key, associated, c.function.arguments)
+                ),
+            )
+            if c.function.arguments
+            else c
+            for c in calls
+        ]
+    content = seal_text(key, associated, m.content) if m.content is not None else None
+    return msgspec.structs.replace(m, content=content, tool_calls=calls)
+
+
 class Commands:
-    def __init__(self, log: EventLog) -> None:
+    def __init__(self, log: EventLog, data_keys: DataKeys | None = None) -> None:
         self.log = log
+        self.data_keys = data_keys  # None: append what users write in plain text
 
     def _envelope(self, ctx: Context, user_id: str | None, event_id: uuid.UUID | None) -> dict[str, Any]:
         return {
@@ -146,13 +170,29 @@ class Commands:
             if idempotency_key is not None
             else None
         )
+        stamped = _with_timestamps(messages, now_ms())
+        key_name = None
+        if self.data_keys is not None:
+            owner = (await self._aggregate(ctx, "session", session_id)).user_id
+            if owner is not None:  # else the log refuses the append (no such session): nothing to seal
+                key = await self.data_keys.for_write(ctx.tenant, owner)
+                associated = aad(ctx.tenant, owner, "session", session_id)
+                stamped = [_seal_message(key, associated, m) for m in stamped]
+                key_name = key.name
         event = MessagesAdded(
             aggregate_kind="session",
             aggregate_id=session_id,
-            payload=MessagesAddedPayload(messages=_with_timestamps(messages, now_ms())),
+            payload=MessagesAddedPayload(messages=stamped),
+            encryption_key_id=key_name,
             **self._envelope(ctx, None, event_id),
         )
         return await self.log.append([event], expected_version)
+
+    async def _aggregate(self, ctx: Context, kind: str, aggregate_id: str) -> AggregateState:
+        try:
+            return await self.log.aggregate(ctx.tenant, kind, aggregate_id)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
 
     async def delete_session(self, ctx: Context, session_id: str, reason: str | None = None) -> AppendResult:
         event = SessionDeleted(
@@ -169,10 +209,16 @@ class Commands:
         """User-scoped memory lives in the aggregate (memory, user_id); session-scoped memory in the session's
         own aggregate, so the session's rules (owner, deleted) hold atomically."""
         kind, agg = _memory_aggregate(user_id, session_id)
+        key_name = None
+        if self.data_keys is not None and value is not None:  # null stays null: the log refuses it
+            dek = await self.data_keys.for_write(ctx.tenant, user_id)
+            value = seal_value(dek, aad(ctx.tenant, user_id, kind, agg), value)
+            key_name = dek.name
         event = MemorySaved(
             aggregate_kind=kind,
             aggregate_id=agg,
             payload=MemorySavedPayload(user_id=user_id, key=key, value=value, session_id=session_id),
+            encryption_key_id=key_name,
             **self._envelope(ctx, user_id, None),
         )
         return await self.log.append([event])

@@ -7,12 +7,16 @@ Which position a read waits for:
 * reads across aggregates (a user's sessions, the audit trail by user or for everything): every partition's
   head (``EventLog.heads``);
 * plus any positions the caller passes (``at``), e.g. from its writes to other aggregates.
+
+What users wrote comes out opened (``service.privacy.Unsealer``): message contents, tool call arguments,
+memory values and audit payloads; erased when the user's data key is gone.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,7 +35,9 @@ from projections.api import (
 
 from .commands import Context
 from .consistency import Consistency, Positions, merge_positions
+from .crypto import DataKeys
 from .errors import BadRequest
+from .privacy import Unsealer
 
 __all__ = ["MAX_PAGE", "Queries"]
 
@@ -45,10 +51,17 @@ def _page_limit(limit: int | None, default: int) -> int:
 
 
 class Queries:
-    def __init__(self, log: EventLog, read_model: ReadModel, consistency: Consistency) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        read_model: ReadModel,
+        consistency: Consistency,
+        data_keys: DataKeys | None = None,
+    ) -> None:
         self.log = log
         self.read_model = read_model
         self.consistency = consistency
+        self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys))
 
     def _target(self, at: Positions | None) -> Positions:
         target: Positions = dict(at or {})
@@ -108,7 +121,7 @@ class Queries:
         if not st.exists:
             # The log knows every session; ask the read model only to tell "never" from a lost log.
             await self.session(ctx, session_id)
-        return await self.read_model.get_messages(
+        page = await self.read_model.get_messages(
             ctx.tenant,
             session_id,
             limit=limit or None,
@@ -117,6 +130,8 @@ class Queries:
             after=after,
             before=before,
         )
+        opened = await self.unsealer.messages(ctx.tenant, st.user_id, session_id, page.messages)
+        return page if opened is page.messages else msgspec.structs.replace(page, messages=opened)
 
     async def sessions_of(
         self,
@@ -155,9 +170,10 @@ class Queries:
                 )
             states.append(st)
         await self._wait(at, *states)
-        return await self.read_model.get_memory(
+        records = await self.read_model.get_memory(
             ctx.tenant, user_id, session_id=session_id, merged=merged, key=key
         )
+        return await self.unsealer.memory(ctx.tenant, user_id, records)
 
     async def audit(
         self,
@@ -175,7 +191,8 @@ class Queries:
             await self._wait(at, st)
         else:
             await self._wait_heads(at)
-        return await self.read_model.audit(flt, limit=_page_limit(limit, 100), after=after)
+        page = await self.read_model.audit(flt, limit=_page_limit(limit, 100), after=after)
+        return msgspec.structs.replace(page, events=await self.unsealer.audit(page.events))
 
     async def positions(self, ctx: Context, kind: str, aggregate_id: str) -> dict[str, Any]:
         st = await self.log.aggregate(ctx.tenant, kind, aggregate_id)

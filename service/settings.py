@@ -14,6 +14,7 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_PROJECTOR``        ``1``           ``0``: do not run a projector in the API process
 ``SESSIONS_DEFAULT_TENANT``   ``default``     tenant of requests without an ``X-Tenant-Id`` header
 ``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
+``SESSIONS_ENCRYPTION``       ``on``          ``off``: append what users write in plain text (``service.crypto``)
 ``SESSIONS_API_KEYS_FILE``    (none)          the keys file (``sessions keys``); with keys, every request
                                               needs one (``service.auth``)
 ``SESSIONS_API_KEYS``         (none)          keys as ``id:tenant:role:hash`` entries, or a JSON list
@@ -55,6 +56,7 @@ ENV = {
     "projector": "SESSIONS_PROJECTOR",
     "default_tenant": "SESSIONS_DEFAULT_TENANT",
     "log_level": "SESSIONS_LOG_LEVEL",
+    "encryption": "SESSIONS_ENCRYPTION",
     "api_keys_file": "SESSIONS_API_KEYS_FILE",
     "api_keys": "SESSIONS_API_KEYS",
     "rate_limit": "SESSIONS_RATE_LIMIT",
@@ -74,6 +76,7 @@ class ServiceSettings:
     projector: bool = True
     default_tenant: str = "default"
     log_level: str = "info"
+    encryption: bool = True  # seal message contents and memory values with per-user keys
     api_keys_file: str | None = None
     api_keys: str | None = None
     rate_limit: RateLimit | None = None
@@ -115,6 +118,7 @@ class ServiceSettings:
                 projector=(get("projector") or "1").lower() not in _FALSE,
                 default_tenant=get("default_tenant") or "default",
                 log_level=(get("log_level") or "info").lower(),
+                encryption=(get("encryption") or "on").lower() not in _FALSE,
                 api_keys_file=get("api_keys_file"),
                 api_keys=get("api_keys"),
                 rate_limit=parse_rate_limit(get("rate_limit")),
