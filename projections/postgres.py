@@ -451,6 +451,10 @@ class PostgresReadModel:
                 await conn.execute(sql.purge_messages, [store.json_rows(sorted(changes.purged))])
             if changes.cleared:
                 await conn.execute(sql.clear_scopes, [store.json_rows(sorted(changes.cleared))])
+            if changes.forgotten:  # user.forgotten (projections.apply, step 2)
+                forgotten = store.json_rows(sorted(changes.forgotten))
+                await conn.execute(sql.forget_memories, [forgotten])
+                await conn.execute(sql.forget_sessions, [forgotten])
             if deletes:
                 await conn.execute(sql.delete_memories, [store.json_rows(deletes)])
             if upserts:
