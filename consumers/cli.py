@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -120,6 +121,10 @@ async def _project(args: argparse.Namespace) -> int:
             lease_ttl_ms=args.lease_ttl_ms,
             concurrency=args.concurrency,
         )
+        # What is alive now (modules, pools) lives as long as the process: frozen, the garbage collector's
+        # full passes do not scan it again and again while batches churn (bench project: ~2/3 of GC time).
+        gc.collect()
+        gc.freeze()
         if args.burst:
             started = time.monotonic()
             stats = await projector.run_until_caught_up(timeout_s=args.timeout)
