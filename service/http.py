@@ -41,6 +41,7 @@ from .errors import BadRequest
 from .http_auth import authorize, principal_of
 from .middleware import observe
 from .openapi import openapi_document
+from .privacy import ForgetResult
 from .problems import PROBLEM_JSON, error_responses, exception_handlers
 from .settings import ServiceSettings
 from .wire import (
@@ -421,6 +422,30 @@ async def session_events(
 # -- operations --------------------------------------------------------------------------------------------
 
 
+# -- privacy ----------------------------------------------------------------------------------------------
+
+
+@post(
+    "/v1/users/{user_id:str}/forget",
+    responses=error_responses(),
+    status_code=200,
+    summary="Forget a user (admin): erase their sessions, messages and memory (crypto-shredding)",
+)
+async def forget_user(
+    user_id: FromPath[str],
+    application: App,
+    ctx: Ctx,
+    rewrite_aof: Annotated[
+        bool, QueryParameter(description="ask Redis to rewrite its append-only file (drops the key there)")
+    ] = False,
+) -> Response[ForgetResult]:
+    """Deletes the user's live sessions, destroys their data key (what the log and the archive hold of them
+    can no longer be decrypted), removes their rows from the read models and records ``user.forgotten.v1``
+    (the user id, nothing of what was erased). Running it again is harmless."""
+    result = await application.forget_user(ctx, user_id, rewrite_aof=rewrite_aof)
+    return _written(result, positions_of(result.result))
+
+
 @get("/healthz", summary="Liveness", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -496,6 +521,7 @@ def create_app(
             publish_events,
             audit_events,
             session_events,
+            forget_user,
             healthz,
             readyz,
             metrics,

@@ -2,9 +2,10 @@
 is read, so a request without a valid key never gets its body parsed.
 
 Public (no key): ``/healthz``, ``/readyz``, ``/openapi.json`` and the OpenAPI pages under ``/schema`` (they
-carry no tenant data). Admin: ``/metrics``, ``POST /v1/events``, ``GET /v1/events`` without ``user_id`` or
-``session_id``. Other reads: reader; other writes: writer. The guard also checks the ids in the path and query
-(``service.limits``) and the page size, so a malformed request is refused before anything is appended.
+carry no tenant data). Admin: ``/metrics``, ``POST /v1/events``, ``POST /v1/users/{id}/forget``,
+``GET /v1/events`` without ``user_id`` or ``session_id``. Other reads: reader; other writes: writer. The
+guard also checks the ids in the path and query (``service.limits``) and the page size, so a malformed
+request is refused before anything is appended.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .limits import check_id, check_key, check_limit
 __all__ = ["PUBLIC_HANDLERS", "authorize", "principal_of", "required_role"]
 
 PUBLIC_HANDLERS = frozenset({"healthz", "readyz", "openapi_json"})
-_ADMIN_HANDLERS = frozenset({"metrics", "publish_events"})
+_ADMIN_HANDLERS = frozenset({"metrics", "publish_events", "forget_user"})
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _PRINCIPAL = "sessions_principal"
 
