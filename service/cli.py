@@ -1,5 +1,6 @@
 """The ``sessions`` command: ``sessions serve`` runs the API; ``sessions keys create|list|revoke`` manage the
-API keys (``service.auth``); the projector commands (``sessions project``,
+API keys (``service.auth``); ``sessions forget-user --tenant T USER`` erases a user (``service.privacy``);
+the projector commands (``sessions project``,
 ...) come from ``consumers.cli`` when that package provides them.
 
 With no configuration ``sessions serve`` is self-contained (embedded): an in-process fakeredis log, the
@@ -46,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_p.set_defaults(handler=_serve_command)
     _add_key_commands(sub)
+    forget_p = sub.add_parser(
+        "forget-user",
+        help="erase a user: delete their sessions, destroy their data key, remove their rows",
+    )
+    forget_p.add_argument("user_id", metavar="USER")
+    forget_p.add_argument("--tenant", help="the user's tenant (default: SESSIONS_DEFAULT_TENANT)")
+    forget_p.add_argument(
+        "--rewrite-aof", action="store_true", help="then ask Redis to rewrite its AOF (BGREWRITEAOF)"
+    )
+    forget_p.set_defaults(handler=_forget_user)
     try:
         from consumers import cli as consumers_cli
     except ImportError:
@@ -172,6 +183,36 @@ def _serve_command(args: argparse.Namespace) -> int:
         log.warning("sessions: the embedded log lives in this process, so its projector runs here anyway")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
+    return 0
+
+
+async def _forget_user(args: argparse.Namespace) -> int:
+    from events.schema import Actor
+
+    from .app import Application
+    from .commands import Context
+
+    # The API's projectors apply the erasure; this process only appends and waits for them.
+    settings = dataclasses.replace(ServiceSettings.from_env(), projector=False)
+    if settings.embedded:
+        print(
+            "sessions: the embedded service keeps its data in its own process: forget the user through it"
+            " (POST /v1/users/{user_id}/forget), or set REDIS_URL and SESSION_STORAGE",
+            file=sys.stderr,
+        )
+        return 2
+    ctx = Context(tenant=args.tenant or settings.default_tenant, actor=Actor(kind="admin", id="cli"))
+    async with await Application.open(settings) as app:
+        result = await app.forget_user(ctx, args.user_id, rewrite_aof=args.rewrite_aof)
+    print(
+        f"forgotten: {len(result.sessions_deleted)} sessions deleted, data key destroyed:"
+        f" {'yes' if result.key_destroyed else 'no (there was none)'}, user.forgotten.v1 at"
+        f" {result.result.partition}:{result.result.position}"
+    )
+    if args.rewrite_aof:
+        print(f"AOF rewrite: {result.aof_rewrite}")
+    else:
+        print("note: Redis' append-only file keeps the destroyed key until it is rewritten (BGREWRITEAOF)")
     return 0
 
 
