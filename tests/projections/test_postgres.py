@@ -10,10 +10,12 @@ import pytest
 
 from events import EventLog
 from projections import apply as apply_module
+from projections import store
 from projections.api import ReadModel
+from projections.apply import decode
 from projections.errors import FencedOut, ReadModelUnavailable
 from projections.memory import InMemoryReadModel
-from projections.postgres import PostgresReadModel
+from projections.postgres import PostgresReadModel, _version_ranges
 from projections.settings import ReadModelSettings, open_read_model
 from tests.events.factories import added, created, msg, saved
 from tests.fix_pg import PG_DSN
@@ -138,6 +140,28 @@ async def test_latest_messages_use_the_key_whatever_the_size(pg: PostgresReadMod
         )
     # A range of 20 keys on the primary key: what it costs does not depend on the session's size.
     assert "messages_pkey" in plan and "seq >= " in plan and "seq <= " in plan, plan
+
+
+async def test_the_guard_looks_the_archive_up_by_its_keys(pg: PostgresReadModel, log: EventLog) -> None:
+    await log.append([created("s1", "u1")])
+    for i in range(5):
+        await log.append([added("s1", msg("user", f"m{i}"))])
+    await project(log, pg)
+    ((_, entries),) = (await entries_of(log)).items()
+    events = [decode(e) for e in entries]
+    ids = "{" + ",".join(f"{ev.id.int:032x}" for ev in events) + "}"
+    async with pg.pool.connection() as conn:
+        await conn.execute(f"ANALYZE {pg.sql.q}.event_archive")
+        await conn.execute("SET enable_seqscan = off")  # whatever the table's size: index or nothing
+        try:
+            params = [ids, _version_ranges(entries, events)]
+            cur = await conn.execute("EXPLAIN " + pg.sql.guard_lookup, params)
+            plan = "\n".join(r[0] for r in await cur.fetchall())
+        finally:
+            await conn.execute("RESET enable_seqscan")
+    # Two searches of the archive's unique keys: the cost of a batch's guard does not grow with the archive.
+    assert "Seq Scan on event_archive" not in plan, plan
+    assert store.EVENT_ID_CONSTRAINT in plan and store.GUARD_CONSTRAINT in plan, plan
 
 
 async def test_open_read_model_by_settings(pg_schema: str) -> None:
