@@ -23,7 +23,10 @@ local function is_null(v) return v == nil or v == cjson.null end
 
 local function json_size(v)
   if type(v) == 'string' then return #v end
-  return #cjson.encode(v)
+  -- cjson reads 1e999 as Infinity but cannot write it back: a refusal, not a runtime error of the script.
+  local ok, encoded = pcall(cjson.encode, v)
+  if not ok then fail('invalid_json', 'a number out of range (JSON has no Infinity or NaN)') end
+  return #encoded
 end
 
 -- A value sealed by the service (service.crypto: "enc:v1:<key id>:<base64(nonce, ciphertext, tag)>", in an
@@ -76,7 +79,8 @@ local function main()
   end
   local function check_metadata(v, what)
     if is_null(v) then return end
-    if type(v) ~= 'table' then fail('invalid_metadata', what .. ' must be a JSON object') end
+    -- A non-empty JSON array is a table with a length; an object's keys are all strings (length 0).
+    if type(v) ~= 'table' or #v > 0 then fail('invalid_metadata', what .. ' must be a JSON object') end
     local size = json_size(v)
     if size > lim.metadata then
       fail('metadata_too_large', what .. ' is ' .. size .. ' bytes; the limit is ' .. lim.metadata,
