@@ -7,8 +7,8 @@ role; roles are ordered ``reader < writer < admin``:
 * ``reader``: every read of its tenant;
 * ``writer``: and every write (sessions, messages, memory);
 * ``admin``: and the audit trail across users (``GET /v1/events`` without ``session_id``/``user_id``),
-  publishing raw events (``POST /v1/events``: raw events set their own actor and ids), ``/metrics``, and an
-  ``X-Actor`` of kind ``admin``.
+  publishing raw events (``POST /v1/events``: raw events set their own actor and ids), forgetting a user
+  (``POST /v1/users/{id}/forget``), ``/metrics``, and an ``X-Actor`` of kind ``admin``.
 
 Keys come from a JSON file (``SESSIONS_API_KEYS_FILE``, written by ``sessions keys create|list|revoke``,
 re-read when it changes, checked at most once a second) and/or ``SESSIONS_API_KEYS`` (a JSON list of
