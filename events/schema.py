@@ -29,6 +29,7 @@ from msgspec import Meta, Struct, field
 __all__ = [
     "AGGREGATE_KINDS",
     "EVENT_TYPES",
+    "FORGET_REASON",
     "ROLES",
     "Actor",
     "AggregateKind",
@@ -128,6 +129,10 @@ class SessionCreatedPayload(Struct, frozen=True, kw_only=True):
 
 class MessagesAddedPayload(Struct, frozen=True, kw_only=True):
     messages: list[Message]
+
+
+FORGET_REASON = "user_forgotten"
+"""The ``session.deleted`` reason of a session deleted to forget its user: the read models drop its row."""
 
 
 class SessionDeletedPayload(Struct, frozen=True, kw_only=True, omit_defaults=True):

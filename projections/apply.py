@@ -10,7 +10,8 @@ A backend writes the net effect in this order, which is what makes it equal to a
 
 1. delete the stored messages of ``purged`` sessions;
 2. delete every stored memory row of the ``cleared`` scopes; for each ``forgotten`` (tenant, user), delete
-   every stored memory row of that user (any scope) and their deleted session rows;
+   every stored memory row of that user (any scope) and their deleted session rows; delete the session rows
+   of ``erased``;
 3. write ``memories``: a record is upserted, None is deleted (only keys touched after their scope's clear are
    here, so step 2 never removes them);
 4. upsert ``sessions``; insert ``messages`` (only sessions still live at the end of the batch have any);
@@ -28,7 +29,9 @@ Semantics (docs in ``projections.api``):
   the payload has no session_id, else that session's). Memory of a deleted session is never resurrected.
 * ``user.forgotten`` erases the user from the read models: their memory in every scope and the rows of their
   deleted sessions (the forget command deleted every live one first). Sessions and memory the user id gets
-  afterwards are new rows. The archive keeps the events (their contents are ciphertext whose key is gone).
+  afterwards are new rows. A ``session.deleted`` with reason ``user_forgotten`` (``FORGET_REASON``: the
+  forget command's) removes the session's row at once. The archive keeps the events (their contents are
+  ciphertext whose key is gone).
 * Every event of a session aggregate (memory scoped to the session included) sets the session's version and
   updated_at.
 
@@ -47,6 +50,7 @@ import msgspec
 from events.codec import RawEntry, decode_entry
 from events.errors import UndecodableEvent
 from events.schema import (
+    FORGET_REASON,
     AnyEvent,
     MemoryCleared,
     MemoryDeleted,
@@ -248,12 +252,12 @@ class Changes:
         self.archive: list[ArchiveRow] = []
         self.message_count = 0
         self.forgotten: set[tuple[str, str]] = set()  # (tenant, user): user.forgotten in this batch
-        self._erased: set[SessionKey] = set()  # deleted sessions of a forgotten user, gone from the batch
+        self.erased: set[SessionKey] = set()  # session rows to remove (a forgotten user's)
 
     # -- reads through the batch's own changes ----------------------------------------------------------
     def session(self, key: SessionKey) -> SessionRecord | None:
         found = self.sessions.get(key)
-        if found is None and key in self._erased:
+        if found is None and key in self.erased:
             return None
         return found if found is not None else self._state.session(key)
 
@@ -358,6 +362,10 @@ class Changes:
                 self.message_count -= len(self.messages.pop(key, ()))
                 self.purged.add(key)
                 self._clear((tenant, session.user_id, session.session_id))
+                if ev.payload.reason == FORGET_REASON:
+                    # Erased by its own event, in its own partition: a rebuild replaying partitions in any
+                    # order removes it too (user.forgotten, in another partition, may come first).
+                    self._erase(key)
             return session.user_id
         if isinstance(ev, MemorySaved | MemoryDeleted | MemoryCleared):
             p = ev.payload
@@ -393,10 +401,13 @@ class Changes:
                 del self.memories[mkey]
             for skey, s in list(self.sessions.items()):
                 if s.tenant == tenant and s.user_id == user and s.deleted:
-                    del self.sessions[skey]
-                    self._erased.add(skey)
+                    self._erase(skey)
             return user
         raise PoisonEvent(entry, f"no projection for event type {entry.type!r}")  # pragma: no cover
+
+    def _erase(self, key: SessionKey) -> None:
+        self.sessions.pop(key, None)
+        self.erased.add(key)
 
     def _clear(self, scope: ScopeKey) -> None:
         self.cleared.add(scope)

@@ -131,6 +131,10 @@ class _Tables:
             self.memories.pop(scope, None)
         for forgotten in changes.forgotten:
             self.forget(forgotten)
+        for skey in changes.erased:
+            erased = self.sessions.pop(skey, None)
+            if erased is not None:
+                self.user_sessions.get((erased.tenant, erased.user_id), set()).discard(erased.session_id)
         for mkey, memory in changes.memories.items():
             scope_key, name = mkey[:3], mkey[3]
             if memory is None:

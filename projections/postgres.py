@@ -455,6 +455,8 @@ class PostgresReadModel:
                 forgotten = store.json_rows(sorted(changes.forgotten))
                 await conn.execute(sql.forget_memories, [forgotten])
                 await conn.execute(sql.forget_sessions, [forgotten])
+            if changes.erased:
+                await conn.execute(sql.delete_sessions, [store.json_rows(sorted(changes.erased))])
             if deletes:
                 await conn.execute(sql.delete_memories, [store.json_rows(deletes)])
             if upserts:

@@ -149,6 +149,10 @@ class Statements:
             f"DELETE FROM {s}.sessions WHERE deleted AND (tenant, user_id) IN"
             " (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
         )
+        self.delete_sessions = (
+            f"DELETE FROM {s}.sessions"
+            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+        )
         self.delete_memories = (
             f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope, key) IN"
             " (SELECT x->>0, x->>1, x->>2, x->>3 FROM json_array_elements(%s::json) x)"

@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from events.errors import NotFound, SessionDeleted, Unavailable
 from events.keys import partition_of
 from events.log import AppendResult, EventLog
-from events.schema import UserForgotten, UserForgottenPayload, new_event_id
+from events.schema import FORGET_REASON, UserForgotten, UserForgottenPayload, new_event_id
 from projections.api import AuditRecord, MemoryRecord, MessageRecord, ReadModel
 
 from .commands import Commands, Context
@@ -36,7 +36,7 @@ __all__ = ["FORGOTTEN_REASON", "ForgetResult", "Unsealer", "forget_user"]
 
 logger = logging.getLogger("service.privacy")
 
-FORGOTTEN_REASON = "user_forgotten"
+FORGOTTEN_REASON = FORGET_REASON  # the read models drop the row of a session deleted with it
 WAIT_S = 30.0  # an erasure waits for the projection longer than a read does
 
 

@@ -14,7 +14,7 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_PROJECTOR``        ``1``           ``0``: do not run a projector in the API process
 ``SESSIONS_DEFAULT_TENANT``   ``default``     tenant of requests without an ``X-Tenant-Id`` header
 ``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
-``SESSIONS_ENCRYPTION``       ``on``          ``off``: append what users write in plain text (``service.crypto``)
+``SESSIONS_ENCRYPTION``       ``on``          ``off``: store what users write in plain (``service.crypto``)
 ``SESSIONS_API_KEYS_FILE``    (none)          the keys file (``sessions keys``); with keys, every request
                                               needs one (``service.auth``)
 ``SESSIONS_API_KEYS``         (none)          keys as ``id:tenant:role:hash`` entries, or a JSON list

@@ -18,6 +18,7 @@ from events import (
     SessionCreated,
     SessionCreatedPayload,
     SessionDeletedEvent,
+    SessionDeletedPayload,
     ToolCall,
     UserForgotten,
     UserForgottenPayload,
@@ -50,8 +51,13 @@ def added(sid: str, *messages: Message, tenant: str = "default") -> MessagesAdde
     )
 
 
-def deleted(sid: str, tenant: str = "default") -> SessionDeletedEvent:
-    return SessionDeletedEvent(aggregate_kind="session", aggregate_id=sid, tenant=tenant)
+def deleted(sid: str, tenant: str = "default", reason: str | None = None) -> SessionDeletedEvent:
+    return SessionDeletedEvent(
+        aggregate_kind="session",
+        aggregate_id=sid,
+        tenant=tenant,
+        payload=SessionDeletedPayload(reason=reason),
+    )
 
 
 def saved(

@@ -78,14 +78,16 @@ async def test_forget_user_erases_everywhere(
     sessions = ["s-alice-1", "s-alice-2"]
     await write_user(http, "alice", sessions)
     r = await http.post("/v1/sessions", json={"user_id": "bob", "session_id": "s-bob"})
-    await http.post("/v1/sessions/s-bob/messages", json={"messages": [{"role": "user", "content": "bob-kept"}]})
+    await http.post(
+        "/v1/sessions/s-bob/messages", json={"messages": [{"role": "user", "content": "bob-kept"}]}
+    )
     await http.put("/v1/users/bob/memory/k", json={"value": "bob-value"})
 
     # Before: the service reads the secrets back; at rest, the log and the read models hold ciphertext only.
     got = (await http.get("/v1/sessions/s-alice-1/messages")).json()["messages"]
     assert [m.get("content") for m in got] == [secret("question-s-alice-1"), None, secret("result-s-alice-1")]
     assert secret("args-s-alice-1") in got[1]["tool_calls"][0]["function"]["arguments"]
-    memory = (await http.get("/v1/users/alice/memory", params={"session_id": "s-alice-2", "merged": "true"}))
+    memory = await http.get("/v1/users/alice/memory", params={"session_id": "s-alice-2", "merged": "true"})
     assert memory.json()["memories"] == {
         "profile": {"deep": [secret("umem")]},
         "note-s-alice-2": secret("smem-s-alice-2"),
@@ -121,7 +123,9 @@ async def test_forget_user_erases_everywhere(
                 continue
             if isinstance(event, MemorySaved) and event.payload.user_id == "bob":
                 continue
-            assert event.encryption_key_id is not None and event.encryption_key_id.startswith("dek:default:alice:")
+            assert event.encryption_key_id is not None and event.encryption_key_id.startswith(
+                "dek:default:alice:"
+            )
             values = (
                 [event.payload.value]
                 if isinstance(event, MemorySaved)
@@ -135,12 +139,14 @@ async def test_forget_user_erases_everywhere(
     assert sealed == 2 * 2 + 2 + 1  # per session: question, tool result, session memory; user memory
     # The audit trail: user.forgotten, with the user id and nothing else.
     events = (await http.get("/v1/events", params={"user_id": "alice", "type": "user.forgotten.v1"})).json()
-    assert [(e["type"], e["payload"]) for e in events["events"]] == [("user.forgotten.v1", {"user_id": "alice"})]
+    assert [(e["type"], e["payload"]) for e in events["events"]] == [
+        ("user.forgotten.v1", {"user_id": "alice"})
+    ]
 
     # A fresh rebuild brings nothing back.
     await rebuild(app.read_model, log, batch=7)
     assert CANARY not in await dump_read_model(app, schema)
-    assert (await rows_of(app, schema, "alice"))["memories"] == 0
+    assert await rows_of(app, schema, "alice") == {"sessions": 0, "memories": 0}
     for response in await _http_responses(http, "alice", sessions):
         assert CANARY not in response.text, response.text
 
@@ -155,7 +161,9 @@ async def test_forget_user_erases_everywhere(
     await http.post("/v1/sessions", json={"user_id": "alice", "session_id": "s-alice-3"})
     await http.post("/v1/sessions/s-alice-3/messages", json={"messages": [{"role": "user", "content": "hi"}]})
     await http.put("/v1/users/alice/memory/profile", json={"value": 7})
-    assert [m["content"] for m in (await http.get("/v1/sessions/s-alice-3/messages")).json()["messages"]] == ["hi"]
+    assert [m["content"] for m in (await http.get("/v1/sessions/s-alice-3/messages")).json()["messages"]] == [
+        "hi"
+    ]
     assert (await http.get("/v1/users/alice/memory")).json()["memories"]["profile"] == 7
     audit = (await http.get("/v1/events", params={"user_id": "alice", "limit": 1000})).json()["events"]
     old_saves = [e for e in audit if e["type"] == "memory.saved.v1" and e["payload"].get("erased")]
