@@ -87,6 +87,8 @@ def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> R
         headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
         if exc.code == "read_model_behind":
             request.app.state["application"].metrics.read_timeouts.inc()
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="sessions"'  # RFC 6750: the scheme a client must use
     if status == 500:
         log.error("configuration error on %s %s: %s", request.method, request.url.path, exc.message)
     if request.method != "GET" and 400 <= status < 500:

@@ -120,6 +120,8 @@ async def test_every_route_refuses_a_missing_wrong_or_revoked_key(stack: Stack) 
             ):
                 failures.append((method, path, header, r.status_code, r.text[:200]))
     assert failures == []
+    r = await stack.call(None, "GET", "/v1/users/u1/sessions")
+    assert r.headers["www-authenticate"].startswith("Bearer")
 
 
 async def test_every_route_refuses_a_role_too_low(stack: Stack) -> None:
