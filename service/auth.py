@@ -41,6 +41,7 @@ from typing import Literal
 
 from .errors import BadRequest, ConfigurationError, NotFound, PermissionDenied, Unauthenticated
 from .limits import RateLimit, RateLimiter, check_tenant
+from .settings import ServiceSettings
 
 __all__ = [
     "ROLES",
@@ -320,13 +321,11 @@ class Gate:
         self.limiter = RateLimiter(rate_limit) if rate_limit is not None else None
 
     @classmethod
-    def from_settings(cls, settings: object) -> Gate:
-        """From ``ServiceSettings`` (``api_keys_file``, ``api_keys``, ``rate_limit``, ``default_tenant``)."""
-        path = getattr(settings, "api_keys_file", None)
-        store = KeyStore(Path(path) if path else None, parse_keys_env(getattr(settings, "api_keys", None)))
-        return cls(
-            store, getattr(settings, "default_tenant", "default"), getattr(settings, "rate_limit", None)
-        )
+    def from_settings(cls, settings: ServiceSettings) -> Gate:
+        """From ``api_keys_file``, ``api_keys``, ``rate_limit`` and ``default_tenant``."""
+        path = settings.api_keys_file
+        store = KeyStore(Path(path) if path else None, parse_keys_env(settings.api_keys))
+        return cls(store, settings.default_tenant, settings.rate_limit)
 
     @property
     def open(self) -> bool:

@@ -210,7 +210,8 @@ async def test_malformed_ids_keys_and_page_sizes_are_refused_before_anything_is_
         ("GET", f"/v1/sessions/{long_id}", None, 400, "invalid_id"),
         ("GET", "/v1/users/u1/memory?session_id=a%02", None, 400, "invalid_id"),
         ("GET", "/v1/events?user_id=" + long_id, None, 400, "invalid_id"),
-        ("GET", "/v1/users/u1/sessions?limit=1001", None, 400, None),
+        ("GET", "/v1/users/u1/sessions?limit=1001", None, 400, "limit_too_large"),
+        ("GET", "/v1/events?user_id=u1&limit=5000", None, 400, "limit_too_large"),
         ("GET", "/v1/sessions/s1/messages?limit=1001", None, 400, "limit_too_large"),
         ("GET", "/v1/users/u1/sessions?limit=1000", None, 200, None),
     ]
