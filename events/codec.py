@@ -69,6 +69,8 @@ def decode_event(data: bytes | str, type_tag: str | None = None) -> AnyEvent:
         raise UndecodableEvent(f"the event is not valid JSON: {e}") from e
     except UnicodeEncodeError as e:  # a str holding lone surrogates: no UTF-8 text, so no JSON either
         raise UndecodableEvent(f"the event is not valid UTF-8 text: {e.reason}") from e
+    except RecursionError as e:  # msgspec's answer to JSON nested deeper than the interpreter's stack
+        raise UndecodableEvent("the event's JSON is nested too deeply") from e
 
 
 def position_ms(position: str) -> int:

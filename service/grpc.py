@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import logging
 import os
 import uuid
@@ -102,13 +103,24 @@ def _check_input(request: Any) -> None:
         check_limit(request.limit)
 
 
+# gRPC carries the status message and the trailers as metadata, refused whole over 16 KB (and a message may
+# echo the input: a megabyte cursor): a refusal must stay small enough to arrive with its code.
+_MAX_TEXT = 512
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
+
+
 def _details(error: SessionsError) -> str | None:
     if not error.details:
         return None
     try:
-        return msgspec.json.encode(error.details).decode()
-    except (TypeError, msgspec.EncodeError):
+        # ASCII only (a metadata value must be), so json's escapes rather than msgspec's UTF-8.
+        text = json.dumps(msgspec.to_builtins(error.details), ensure_ascii=True, separators=(",", ":"))
+    except (TypeError, ValueError, msgspec.EncodeError):
         return None
+    return text if len(text) <= _MAX_TEXT else None
 
 
 def rpc(handler: Handler[Req, Rep]) -> Handler[Req, Rep]:
@@ -128,7 +140,9 @@ def rpc(handler: Handler[Req, Rep]) -> Handler[Req, Rep]:
             trailing: list[tuple[str, str]] = [("error-code", e.code)]
             if (extra := _details(e)) is not None:
                 trailing.append(("error-details", extra))
-            await context.abort(status_for(e), f"{e.code}: {e.message}", trailing_metadata=tuple(trailing))
+            await context.abort(
+                status_for(e), _bounded(f"{e.code}: {e.message}"), trailing_metadata=tuple(trailing)
+            )
         except grpc.aio.AbortError:
             raise
         except Exception:
@@ -360,8 +374,8 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
             session_id=optional_id(request, "session_id"),
             user_id=optional_id(request, "user_id"),
             types=list(request.types) or None,
-            since=from_epoch_ms(request.since) if request.HasField("since") else None,
-            until=from_epoch_ms(request.until) if request.HasField("until") else None,
+            since=from_epoch_ms(request.since, "since") if request.HasField("since") else None,
+            until=from_epoch_ms(request.until, "until") if request.HasField("until") else None,
         )
         page = await self.app.queries.audit(
             ctx, flt, limit=_non_negative(request, "limit"), after=optional_id(request, "after")

@@ -77,8 +77,14 @@ def epoch_ms(value: datetime) -> int:
     return (value - _EPOCH) // _MS
 
 
-def from_epoch_ms(value: int) -> datetime:
-    return _EPOCH + value * _MS
+def from_epoch_ms(value: int, field: str = "timestamp") -> datetime:
+    """Epoch milliseconds from the wire; an int64 can name a time no ``datetime`` holds: a refusal."""
+    try:
+        return _EPOCH + value * _MS
+    except OverflowError as e:
+        raise BadRequest(
+            f"{field} is out of range: {value} ms since the epoch is not a date", code="invalid_timestamp"
+        ) from e
 
 
 def optional_id(message: Any, field: str) -> str | None:
@@ -104,6 +110,8 @@ def decode_json(text: str, field: str) -> Any:
         return msgspec.json.decode(text)
     except msgspec.DecodeError as e:
         raise BadRequest(f"{field} is not valid JSON text: {e}", code=f"invalid_{field}") from e
+    except RecursionError as e:  # msgspec's answer to JSON nested deeper than the interpreter's stack
+        raise BadRequest(f"{field} is nested too deeply", code=f"invalid_{field}") from e
 
 
 def context_from_metadata(metadata: Any, default_tenant: str) -> Context:

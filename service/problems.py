@@ -124,6 +124,12 @@ def _on_http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[An
     return response
 
 
+def _on_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # msgspec raises RecursionError, not a DecodeError, for JSON nested deeper than the interpreter's stack:
+    # the body's fault, found while decoding it, before the handler runs.
+    return problem(400, "json_too_deep", "the request's JSON is nested too deeply")
+
+
 def _on_internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     ref = uuid.uuid4().hex[:12]
     log.exception("internal error %s on %s %s", ref, request.method, request.url.path)
@@ -135,5 +141,6 @@ def exception_handlers() -> ExceptionHandlersMap:
         SessionsError: _on_sessions_error,
         ValidationException: _on_validation,
         HTTPException: _on_http,
+        RecursionError: _on_too_deep,
         Exception: _on_internal,
     }
