@@ -61,3 +61,11 @@ def test_mutated_stream_entries(doc: Any, position: str, version: int, tag: str 
     except UndecodableEvent:
         return
     assert event.version == version and event.recorded_at is not None
+
+
+@FUZZ
+@given(depth=st.integers(500, 20_000), opener=st.sampled_from(["[", '{"a":']), where=st.booleans())
+def test_json_nested_deeper_than_the_stack(depth: int, opener: str, where: bool) -> None:
+    deep = opener * depth
+    data = f'{{"type": "session.created.v1", "payload": {{"metadata": {{"a": {deep}' if where else deep
+    _decodes_or_refuses(data.encode(), None)

@@ -129,3 +129,17 @@ def test_stateful_sequences_follow_the_links(api: Any, http: httpx.Client) -> No
         )
     )
     assert_healthy(http)
+
+
+def test_json_nested_too_deeply_is_a_400(http: httpx.Client) -> None:
+    """Found while fuzzing gRPC: msgspec answers deep nesting with RecursionError, which was a 500."""
+    deep = "[" * 5000 + "]" * 5000
+    for method, path, body in [
+        ("POST", "/v1/sessions", f'{{"user_id": "u", "metadata": {{"a": {deep}}}}}'),
+        ("PUT", "/v1/users/u/memory/k", f'{{"value": {deep}}}'),
+        ("POST", "/v1/events", f'{{"events": [{{"payload": {deep}}}]}}'),
+    ]:
+        response = http.request(method, path, content=body, headers={"content-type": "application/json"})
+        assert_problem_or_success(response)
+        assert response.status_code == 400 and response.json()["code"] == "json_too_deep", response.text
+    assert_healthy(http)
