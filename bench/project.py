@@ -7,7 +7,7 @@ schema, both removed afterwards:
    message and the assistant's answer; 15% of turns are tool-call rounds: user, assistant with a tool call,
    the tool's result, the assistant's answer), memory writes on 10% of turns (user or session scope), plus
    one session of 1,000 messages for the queries;
-2. project it from a cold checkpoint to caught up: events/s and messages/s;
+2. project it from a cold checkpoint to caught up: events/s, messages/s, rows/s (message and archive rows);
 3. the baseline: COPY the rows the projector wrote, read back as they are (every message row and every
    archive row: the archive is part of the projection), into empty tables with the same columns and a primary
    key only, in one transaction, best of three: rows/s; print it, the projector's rows/s (messages + archive
