@@ -43,6 +43,14 @@ local function stored_size(v, sealed)
   return #v
 end
 
+local function has_nul(v)
+  if type(v) == 'string' then return string.find(v, '\0', 1, true) ~= nil end
+  if type(v) == 'table' then
+    for k, x in pairs(v) do if has_nul(k) or has_nul(x) then return true end end
+  end
+  return false
+end
+
 local decoding = nil  -- the index of the event being decoded, so a decode error is reported as such
 
 local function main()
@@ -138,6 +146,12 @@ local function main()
     if type(ev.payload) ~= 'table' then
       if ev.type == 'session.deleted.v1' and is_null(ev.payload) then ev.payload = {}
       else fail('invalid_payload', 'event ' .. i .. ' has no payload object') end
+    end
+    -- PostgreSQL text cannot hold NUL, so every read model dead-letters such an event: refuse it instead.
+    -- The plain find is the cheap test; the walk tells a NUL from an escaped backslash before 'u0000'.
+    if string.find(ARGV[1 + i], '\\u0000', 1, true) and has_nul(ev) then
+      fail('nul_character', 'event ' .. i .. ': a string holds the NUL character (\\u0000), which the read '
+        .. 'models cannot store')
     end
     events[i] = ev
   end

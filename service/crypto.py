@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import Unavailable
+from events.errors import InvalidEvent, Unavailable
 from events.keys import Keys
 
 __all__ = [
@@ -83,7 +83,28 @@ def key_id_of(sealed: str) -> str:
     return sealed[len(PREFIX) :].split(":", 1)[0]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _refuse_nul(text: str) -> None:
+    # The log refuses NUL (append.lua: PostgreSQL text cannot hold it) but sees only the ciphertext: the
+    # same refusal here, before sealing, or the projector would dead-letter the plain text.
+    if "\x00" in text:
+        raise InvalidEvent(
+            "a string holds the NUL character (\\u0000), which the read models cannot store",
+            code="nul_character",
+        )
+
+
 def seal_text(key: DataKey, associated: bytes, text: str) -> str:
+    _refuse_nul(text)
     nonce = os.urandom(NONCE_BYTES)
     blob = nonce + AESGCM(key.secret).encrypt(nonce, text.encode(), associated)
     return f"{PREFIX}{key.id}:{base64.b64encode(blob).decode()}"
@@ -103,6 +124,8 @@ def open_text(key: DataKey | None, associated: bytes, sealed: str) -> str:
 
 def seal_value(key: DataKey, associated: bytes, value: Any) -> str:
     """Any JSON value, sealed as its JSON text."""
+    if _has_nul(value):
+        _refuse_nul("\x00")
     return seal_text(key, associated, msgspec.json.encode(value).decode())
 
 

@@ -398,10 +398,7 @@ async def test_poison_writes_nothing(
 ) -> None:
     await append(log, created("s1", "u1"))
     await append(log, added("s1", msg("user", "ok")))
-    if bad == "nul":
-        await append(log, added("s1", msg("user", "a\x00b")))
-    else:
-        await append(log, added("s1", msg("user", "fine")))
+    await append(log, added("s1", msg("user", "fine")))
     ((p, entries),) = (await entries_of(log)).items()
     await read_model.apply_batch(p, entries[:1], expected=None, epoch=1)
     before = await dump(read_model)
@@ -410,6 +407,9 @@ async def test_poison_writes_nothing(
     elif bad is None:
         other = added("ghost", msg("user", "x"))
         entries[2] = msgspec.structs.replace(entries[2], data=encode_event(other))
+    else:  # the log refuses NUL now (nul_character); an entry written before that rule still holds one
+        nul = added("s1", msg("user", "a\x00b"))
+        entries[2] = msgspec.structs.replace(entries[2], data=encode_event(nul))
     with pytest.raises(PoisonEvent) as info:
         await read_model.apply_batch(p, entries[1:], expected=entries[0].position, epoch=1)
     assert info.value.position == entries[2].position
