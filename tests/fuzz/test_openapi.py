@@ -143,3 +143,24 @@ def test_json_nested_too_deeply_is_a_400(http: httpx.Client) -> None:
         assert_problem_or_success(response)
         assert response.status_code == 400 and response.json()["code"] == "json_too_deep", response.text
     assert_healthy(http)
+
+
+def test_nul_characters_are_refused_not_dead_lettered(http: httpx.Client) -> None:
+    """Found by the stateful run: a NUL in session metadata was appended, then dead-lettered by the projector
+    (PostgreSQL text cannot hold it), and the session answered 404 forever. The log refuses it now."""
+    user = "nul-user"
+    sid = http.post("/v1/sessions", json={"user_id": user}).json()["session_id"]
+    refused = [
+        http.post("/v1/sessions", json={"user_id": user, "metadata": {"a": "x\x00y"}}),
+        http.post("/v1/sessions", json={"user_id": user, "metadata": {"k\x00": 1}}),
+        http.post(f"/v1/sessions/{sid}/messages", json={"messages": [{"role": "user", "content": "a\x00"}]}),
+        http.put(f"/v1/users/{user}/memory/k", json={"value": {"deep": ["\x00"]}}),
+    ]
+    for response in refused:
+        assert_problem_or_success(response)
+        assert response.status_code == 422 and response.json()["code"] == "nul_character", response.text
+    # An escaped backslash before "u0000" is no NUL: accepted, and read back as written.
+    saved = http.put(f"/v1/users/{user}/memory/k", json={"value": "\\u0000"})
+    assert saved.status_code == 200, saved.text
+    assert http.get(f"/v1/users/{user}/memory").json()["memories"] == {"k": "\\u0000"}
+    assert_healthy(http)
