@@ -50,6 +50,15 @@ def _page_limit(limit: int | None, default: int) -> int:
     return min(limit, MAX_PAGE)
 
 
+def _no_nul(**values: str | list[str] | None) -> None:
+    """PostgreSQL text cannot hold NUL: its driver refuses such a parameter (a 500), and nothing stored holds
+    one (the log refuses it: nul_character). Refused here, the same on every read model."""
+    for name, value in values.items():
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and "\x00" in v:
+                raise BadRequest(f"{name} holds the NUL character (\\u0000)", code="nul_character")
+
+
 class Queries:
     def __init__(
         self,
@@ -95,6 +104,7 @@ class Queries:
         return st
 
     async def session(self, ctx: Context, session_id: str, at: Positions | None = None) -> SessionRecord:
+        _no_nul(session_id=session_id)
         st = await self._session_state(ctx, session_id)
         await self._wait(at, st)
         record = await self.read_model.get_session(ctx.tenant, session_id)
@@ -116,6 +126,7 @@ class Queries:
         before: str | None = None,
         at: Positions | None = None,
     ) -> MessagePage:
+        _no_nul(session_id=session_id, after=after, before=before)
         st = await self._session_state(ctx, session_id)
         await self._wait(at, st)
         if not st.exists:
@@ -142,6 +153,7 @@ class Queries:
         after: str | None = None,
         at: Positions | None = None,
     ) -> SessionPage:
+        _no_nul(user_id=user_id, after=after)
         await self._wait_heads(at)
         return await self.read_model.list_sessions(
             ctx.tenant, user_id, limit=_page_limit(limit, 50), after=after
@@ -157,6 +169,7 @@ class Queries:
         key: str | None = None,
         at: Positions | None = None,
     ) -> dict[str, MemoryRecord]:
+        _no_nul(user_id=user_id, session_id=session_id, key=key)
         states = (
             [await self.log.aggregate(ctx.tenant, "memory", user_id)] if session_id is None or merged else []
         )
@@ -184,6 +197,14 @@ class Queries:
         after: str | None = None,
         at: Positions | None = None,
     ) -> AuditPage:
+        _no_nul(
+            session_id=flt.session_id,
+            user_id=flt.user_id,
+            type=list(flt.types or ()),
+            actor_kind=flt.actor_kind,
+            actor_id=flt.actor_id,
+            after=after,
+        )
         if flt.session_id is not None and flt.user_id is None:
             st = await self.log.aggregate(ctx.tenant, "session", flt.session_id)
             if not st.exists:
