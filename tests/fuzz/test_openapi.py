@@ -159,6 +159,21 @@ def test_nul_characters_are_refused_not_dead_lettered(http: httpx.Client) -> Non
     for response in refused:
         assert_problem_or_success(response)
         assert response.status_code == 422 and response.json()["code"] == "nul_character", response.text
+    # Reads with NUL in a parameter or header: a refusal or an empty answer, never a driver's error.
+    nul = "a\x00b"
+    for path, params, headers in [
+        (f"/v1/users/{user}/sessions", {"after": nul}, {}),
+        (f"/v1/sessions/{sid}/messages", {"after": nul}, {}),
+        (f"/v1/sessions/{sid}/messages", {"before": nul}, {}),
+        (f"/v1/users/{user}/memory", {"key": nul}, {}),
+        (f"/v1/users/{user}/memory", {"session_id": nul}, {}),
+        ("/v1/events", {"type": nul, "actor_id": nul, "actor_kind": nul, "user_id": nul}, {}),
+        ("/v1/events", {"session_id": nul}, {}),
+        (f"/v1/sessions/{sid}/events", {"type": nul, "after": nul}, {}),
+        (f"/v1/sessions/{sid}", {}, {"x-actor": "user:a\x01b", "x-correlation-id": "c\x01"}),
+        (f"/v1/sessions/{sid}", {"min_position": nul}, {}),
+    ]:
+        assert_problem_or_success(http.get(path, params=params, headers=headers))
     # An escaped backslash before "u0000" is no NUL: accepted, and read back as written.
     saved = http.put(f"/v1/users/{user}/memory/k", json={"value": "\\u0000"})
     assert saved.status_code == 200, saved.text
