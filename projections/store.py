@@ -122,52 +122,53 @@ class Statements:
             " AND (pos_ms, pos_seq) IS NOT DISTINCT FROM (%s::bigint, %s::bigint)"
         )
         # The per-batch statements of the projector take their rows as ONE JSON array of arrays (msgspec
-        # encodes it in C; adapting Python lists into PostgreSQL arrays costs Python time per item).
+        # encodes it in C; adapting Python lists into PostgreSQL arrays costs Python time per item), read as
+        # jsonb: parsed once, where every ``->>`` on json would parse the element's text again.
         self.load_sessions = (
             f"SELECT {SESSION_COLUMNS} FROM {s}.sessions"
-            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.load_memories = (
             f"SELECT tenant, user_id, scope, key, version, created_at FROM {s}.memories"
             " WHERE (tenant, user_id, scope, key) IN"
-            " (SELECT x->>0, x->>1, x->>2, x->>3 FROM json_array_elements(%s::json) x)"
+            " (SELECT x->>0, x->>1, x->>2, x->>3 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.purge_messages = (
             f"DELETE FROM {s}.messages"
-            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.clear_scopes = (
             f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope) IN"
-            " (SELECT x->>0, x->>1, x->>2 FROM json_array_elements(%s::json) x)"
+            " (SELECT x->>0, x->>1, x->>2 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         # user.forgotten: every memory row of the user, and their deleted sessions (live ones are new).
         self.forget_memories = (
             f"DELETE FROM {s}.memories WHERE (tenant, user_id) IN"
-            " (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+            " (SELECT x->>0, x->>1 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.forget_sessions = (
             f"DELETE FROM {s}.sessions WHERE deleted AND (tenant, user_id) IN"
-            " (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+            " (SELECT x->>0, x->>1 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.delete_sessions = (
             f"DELETE FROM {s}.sessions"
-            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM json_array_elements(%s::json) x)"
+            " WHERE (tenant, session_id) IN (SELECT x->>0, x->>1 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.delete_memories = (
             f"DELETE FROM {s}.memories WHERE (tenant, user_id, scope, key) IN"
-            " (SELECT x->>0, x->>1, x->>2, x->>3 FROM json_array_elements(%s::json) x)"
+            " (SELECT x->>0, x->>1, x->>2, x->>3 FROM jsonb_array_elements(%s::jsonb) x)"
         )
         self.upsert_memories = (
             f"INSERT INTO {s}.memories (tenant, user_id, scope, key, value, version, created_at, updated_at)"
             " SELECT x->>0, x->>1, x->>2, x->>3, (x->4)::jsonb, (x->>5)::bigint, (x->>6)::timestamptz,"
-            " (x->>7)::timestamptz FROM json_array_elements(%s::json) x"
+            " (x->>7)::timestamptz FROM jsonb_array_elements(%s::jsonb) x"
             " ON CONFLICT (tenant, user_id, scope, key) DO UPDATE SET value = EXCLUDED.value,"
             " version = EXCLUDED.version, created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at"
         )
         self.upsert_sessions = (
             f"INSERT INTO {s}.sessions ({SESSION_COLUMNS})"
             " SELECT x->>0, x->>1, x->>2, (x->3)::jsonb, (x->>4)::timestamptz, (x->>5)::timestamptz,"
-            " (x->>6)::bigint, (x->>7)::bigint, (x->>8)::boolean FROM json_array_elements(%s::json) x"
+            " (x->>6)::bigint, (x->>7)::bigint, (x->>8)::boolean FROM jsonb_array_elements(%s::jsonb) x"
             " ON CONFLICT (tenant, session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
             " metadata = EXCLUDED.metadata, created_at = EXCLUDED.created_at,"
             " updated_at = EXCLUDED.updated_at, message_count = EXCLUDED.message_count,"
@@ -191,7 +192,7 @@ class Statements:
             f"SELECT event_id::text, tenant, aggregate_kind, aggregate_id, version FROM {s}.event_archive"
             " WHERE event_id = ANY(%s::uuid[])"
             " UNION SELECT a.event_id::text, a.tenant, a.aggregate_kind, a.aggregate_id, a.version"
-            f" FROM json_array_elements(%s::json) x JOIN {s}.event_archive a ON a.tenant = x->>0"
+            f" FROM jsonb_array_elements(%s::jsonb) x JOIN {s}.event_archive a ON a.tenant = x->>0"
             " AND a.aggregate_kind = x->>1 AND a.aggregate_id = x->>2"
             " AND a.version BETWEEN (x->>3)::bigint AND (x->>4)::bigint"
         )
@@ -346,7 +347,7 @@ def audit_where(flt: AuditFilter, after: str | None) -> tuple[str, list[Any]]:
 
 
 def json_rows(rows: Any) -> str:
-    """Rows as the one JSON parameter of a statement that reads them with ``json_array_elements``."""
+    """Rows as the one JSON parameter of a statement that reads them with ``jsonb_array_elements``."""
     return _encode(rows).decode()
 
 
