@@ -1,8 +1,8 @@
-"""Hypothesis over the gRPC messages, through the real ``grpc.aio`` server in process (embedded backend):
-arbitrary field values (odd unicode ids, empty strings, strings up to a megabyte, negative limits and offsets,
-invalid JSON, unknown roles, dangling tool_call_ids, strategies and cursors that mean nothing). Never
-INTERNAL or UNKNOWN, never a stack trace in the details, every refusal with its stable code; the service
-healthy after, and a normal call still works."""
+"""Hypothesis over the gRPC messages, through the real ``grpc.aio`` server in process (embedded, and on the
+real Redis and PostgreSQL): arbitrary field values (odd unicode ids, empty strings, strings up to a megabyte,
+negative limits and offsets, invalid JSON, unknown roles, dangling tool_call_ids, strategies and cursors that
+mean nothing). Never INTERNAL or UNKNOWN, never a stack trace in the details, every refusal with its stable
+code; the service healthy after, and a normal call still works."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ json_text = st.one_of(odd, st.sampled_from(["{}", "[]", "1e999", '{"a":', "NaN",
 class Server:
     """The application, a gRPC server over it and a stub, all on one asyncio loop kept for the whole test."""
 
-    def __init__(self, request: pytest.FixtureRequest) -> None:
+    def __init__(self, backend: str, request: pytest.FixtureRequest) -> None:
         self.runner = asyncio.Runner()
-        self.app, self.log = self.run(make_application("embedded", f"fuzz-{uuid.uuid4().hex[:8]}", request))
+        self.backend = backend
+        self.app, self.log = self.run(make_application(backend, f"fuzz-{uuid.uuid4().hex[:8]}", request))
         self.server, port = create_grpc_server(self.app, "127.0.0.1:0")
         self.run(self.server.start())
         self.channel = grpc.aio.insecure_channel(
@@ -71,15 +72,15 @@ class Server:
         async def go() -> None:
             await self.channel.close()
             await self.server.stop(None)
-            await close_application(self.app, self.log, "embedded")
+            await close_application(self.app, self.log, self.backend)
 
         self.run(go())
         self.runner.close()
 
 
-@pytest.fixture
+@pytest.fixture(params=["embedded", "real"])
 def served(request: pytest.FixtureRequest) -> Iterator[Server]:
-    s = Server(request)
+    s = Server(request.param, request)
     yield s
     s.close()
 
