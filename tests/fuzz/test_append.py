@@ -11,6 +11,7 @@ before any rule) does not hide the rules.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -96,7 +97,12 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     h.close()
 
 
-FUZZ = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def _keys_and_args(log: EventLog, docs: list[Any], expected: str) -> tuple[list[str], list[bytes | str]]:

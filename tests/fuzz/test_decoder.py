@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -15,7 +16,12 @@ from events.schema import EVENT_TYPES
 
 from .strategies import mutated, odd_text, valid_jsons
 
-FUZZ = settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "400")),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 tags = st.none() | st.sampled_from(sorted(EVENT_TYPES)) | odd_text
 # Real stream ids: milliseconds since the epoch (up to year 9999) and a sequence number.
 positions = st.builds(

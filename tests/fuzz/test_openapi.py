@@ -11,6 +11,7 @@ no call, a deleted session) and ``use_after_free``/``ensure_resource_availabilit
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import httpx
@@ -56,9 +57,9 @@ CHECKS = [
 ]
 
 FUZZ = hypothesis.settings(
-    max_examples=25,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "25")),  # more for a long exploratory run
     deadline=None,
-    derandomize=True,  # the same cases every run: a failure here is reproducible
+    derandomize="FUZZ_EXAMPLES" not in os.environ,  # in CI the same cases every run: reproducible
     database=None,
     suppress_health_check=list(HealthCheck),
 )
@@ -120,10 +121,10 @@ def test_stateful_sequences_follow_the_links(api: Any, http: httpx.Client) -> No
 
     Workflow.run(
         settings=hypothesis.settings(
-            max_examples=15,
+            max_examples=int(os.environ.get("FUZZ_EXAMPLES", "15")),
             stateful_step_count=6,
             deadline=None,
-            derandomize=True,
+            derandomize="FUZZ_EXAMPLES" not in os.environ,
             database=None,
             suppress_health_check=list(HealthCheck),
         )
