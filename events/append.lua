@@ -283,6 +283,11 @@ local function main()
         if not is_null(m.timestamp) and type(m.timestamp) ~= 'number' then
           fail('invalid_message', where .. ': timestamp must be a number of milliseconds')
         end
+        -- Past 2^53 ms (285,000 years) a timestamp is no time, and past 2^63 no PostgreSQL bigint: the
+        -- projector could not store the message at all.
+        if not is_null(m.timestamp) and not (math.abs(m.timestamp) < 2^53) then
+          fail('invalid_message', where .. ': timestamp is out of range (epoch milliseconds below 2^53)')
+        end
         local content_size = is_null(m.content) and 0 or stored_size(m.content, sealed)
         if content_size > lim.content then
           fail('content_too_large', where .. ' content is ' .. content_size .. ' bytes; the limit is '
