@@ -15,12 +15,15 @@ converted at the boundary, ``raise ... from e``, so callers never see them.
         │   └── AlreadyApplied         the archive's unique (aggregate, version) or event id refused a batch
         │                              the guard lookup let through (rows and checkpoint disagree)
         ├── PoisonEvent                an entry cannot be decoded or applied; names it; nothing was written
+        │   └── UnwritableBatch        the database refused a batch (a value out of range): no entry named;
+        │                              the projector splits the batch to find it
         ├── InvalidBatch               the caller broke the contract of apply_batch (wrong partition, order)
         └── MigrationError             a migration failed, or an applied migration was edited afterwards
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from events.codec import RawEntry
@@ -35,6 +38,7 @@ __all__ = [
     "PoisonEvent",
     "ReadModelError",
     "ReadModelUnavailable",
+    "UnwritableBatch",
 ]
 
 
@@ -68,6 +72,25 @@ class PoisonEvent(ReadModelError):
         )
         self.entry = entry
         self.position = entry.position
+        self.reason = reason
+
+
+class UnwritableBatch(PoisonEvent):
+    """The database refused to store a batch that decoded and applied cleanly (a value out of a column's
+    range, a driver conversion error). It does not say which entry: the projector splits the batch until
+    the entry is alone, then retries and dead-letters it like any poison entry."""
+
+    code = "unwritable_batch"
+
+    def __init__(self, partition: int, entries: Sequence[RawEntry], reason: str) -> None:
+        first, last = (entries[0].position, entries[-1].position) if entries else (None, None)
+        ReadModelError.__init__(
+            self,
+            f"partition {partition}: the batch {first}..{last} could not be stored: {reason}",
+            partition=partition,
+        )
+        self.entry = entries[0] if len(entries) == 1 else None  # type: ignore[assignment]
+        self.position = self.entry.position if self.entry else None  # type: ignore[assignment]
         self.reason = reason
 
 

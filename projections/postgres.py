@@ -61,7 +61,7 @@ from .api import (
     position_key,
 )
 from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, check_checkpoint, decode, guard
-from .errors import AlreadyApplied, FencedOut, ReadModelError, ReadModelUnavailable
+from .errors import AlreadyApplied, FencedOut, ReadModelError, ReadModelUnavailable, UnwritableBatch
 from .migrations import migrate
 from .paging import audit_cursor, from_us, message_window, parse_session_cursor, session_cursor
 from .store import Statements
@@ -389,6 +389,11 @@ class PostgresReadModel:
         async with self._conn() as conn:
             try:
                 return await self._write(conn, partition, entries, events, expected, epoch, projection)
+            except (psycopg.DataError, OverflowError, ValueError, TypeError) as e:
+                # Decoded and applied, yet refused by the database or the driver: poison, not an outage; the
+                # projector isolates the entry and dead-letters it instead of stopping.
+                await _rollback(conn)
+                raise UnwritableBatch(partition, entries, f"{type(e).__name__}: {e}") from e
             except BaseException:
                 await _rollback(conn)
                 raise
