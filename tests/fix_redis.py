@@ -27,7 +27,7 @@ async def real_redis() -> aioredis.Redis:
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         await client.ping()
-    except Exception as e:  # noqa: BLE001 - any failure to reach it is the same message
+    except Exception as e:
         await client.aclose()
         pytest.fail(f"the real Redis at {REDIS_URL} is unreachable ({e}); start it with:\n  {START_REDIS}")
     return client
