@@ -12,7 +12,7 @@ from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
 from service.grpc import create_grpc_server
-from tests.service.conftest import close_application, make_application
+from tests.fix_service import close_application, make_application
 
 from .helpers import expect_error
 

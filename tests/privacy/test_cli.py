@@ -11,7 +11,7 @@ import pytest
 from service.cli import main
 from tests.fix_pg import PG_DSN
 from tests.fix_redis import REDIS_URL
-from tests.service.conftest import close_application, make_application
+from tests.fix_service import close_application, make_application
 
 from .erasure_helpers import CANARY, dump_read_model, rows_of, write_user
 

@@ -11,7 +11,7 @@ import pytest
 
 from service.app import Application
 from service.http import create_app
-from tests.service.conftest import close_application, make_application
+from tests.fix_service import close_application, make_application
 
 from .erasure_helpers import CANARY, secret, write_user
 

@@ -21,7 +21,7 @@ from service.app import Application
 from service.auth import Gate, KeyStore, create_key, revoke_key
 from service.grpc import create_grpc_server
 from service.http import create_app
-from tests.service.conftest import close_application, make_application
+from tests.fix_service import close_application, make_application
 
 # name -> (tenant, role)
 KEYS = {

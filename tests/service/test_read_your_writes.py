@@ -13,8 +13,7 @@ import pytest
 from consumers.projector import Projector
 from service.app import Application
 from service.http import create_app
-
-from .conftest import close_application, make_application
+from tests.fix_service import close_application, make_application
 
 ROUNDS = 1000
 

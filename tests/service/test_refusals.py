@@ -12,8 +12,8 @@ from events import LogSettings
 from events.settings import Limits
 from service.app import Application
 from service.http import create_app
+from tests.fix_service import close_application, make_application
 
-from .conftest import close_application, make_application
 from .helpers import CONVERSATION, assert_problem
 
 

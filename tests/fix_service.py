@@ -1,4 +1,4 @@
-"""Fixtures of the service tests: an application core on a backend, and HTTP clients over it.
+"""Service fixtures (a pytest plugin): an application core on a backend, and HTTP clients over it.
 
 ``backend`` runs a test on the embedded default (fakeredis + in-memory read model + in-process projector) and
 on the real servers (Redis at 127.0.0.1:6379 + PostgreSQL, a fresh schema per test, in-process projector).
