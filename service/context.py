@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 from projections.api import MessagePage, Order
 
 from .commands import Context
+from .consistency import Positions
 from .errors import BadRequest
 
 __all__ = [
@@ -193,7 +194,13 @@ class MessageReader(Protocol):
     """What ``read_window`` reads through: ``service.queries.Queries`` (with its read-your-writes wait)."""
 
     async def messages(
-        self, ctx: Context, session_id: str, *, limit: int | None = None, order: Order = "asc"
+        self,
+        ctx: Context,
+        session_id: str,
+        *,
+        limit: int | None = None,
+        order: Order = "asc",
+        at: Positions | None = None,
     ) -> MessagePage: ...
 
 
@@ -215,6 +222,7 @@ async def read_window(
     limit: int | None = None,
     budget: int | None = None,
     counter: TokenCounter = approx_tokens,
+    at: Positions | None = None,
 ) -> Window:
     """Read just enough of a session's newest messages to apply a strategy: a tail, grown until the window
     no longer reaches its oldest message (whose unit might begin further back) and holds no tool result whose
@@ -224,7 +232,7 @@ async def read_window(
         raise BadRequest("limit and budget must not be negative", code="invalid_limit")
     fetch = max(2 * (limit or DEFAULT_LAST_N), 64) if name == "last_n" else 64
     while True:
-        page = await queries.messages(ctx, session_id, limit=fetch, order="desc")
+        page = await queries.messages(ctx, session_id, limit=fetch, order="desc", at=at)
         tail = list(reversed(page.messages))
         window, start, orphaned = _select(tail, name, limit=limit, budget=budget, counter=counter)
         if len(tail) >= page.total or (start > 0 and not orphaned):

@@ -36,6 +36,7 @@ from projections.api import AuditFilter
 from .app import Application
 from .auth import Gate
 from .consistency import format_positions, merge_positions
+from .context import read_window
 from .dependencies import App, At, Ctx, dependencies
 from .errors import BadRequest
 from .http_auth import authorize, principal_of
@@ -215,7 +216,26 @@ async def get_messages(
     ] = "asc",
     after: Annotated[str | None, QueryParameter(description="next_cursor of the previous page")] = None,
     before: Annotated[str | None, QueryParameter(description="page the other way")] = None,
+    strategy: Annotated[
+        str | None,
+        QueryParameter(
+            description="a context window instead of a page: last_n (the newest `limit`, oldest first), "
+            "token_budget (the newest messages within `budget` tokens), truncate (= last_n); a window "
+            "never splits a tool call from its results"
+        ),
+    ] = None,
+    budget: Annotated[int | None, QueryParameter(ge=0, description="token budget of token_budget")] = None,
 ) -> MessagesReply:
+    if strategy:
+        if offset or order != "asc" or after or before:
+            raise BadRequest(
+                "a strategy chooses its own window: offset, order, after and before do not apply",
+                code="strategy_with_paging",
+            )
+        window = await read_window(
+            application.queries, ctx, session_id, strategy, limit=limit or None, budget=budget, at=at
+        )
+        return MessagesReply(messages=window.messages, total=window.total)
     page = await application.queries.messages(
         ctx, session_id, limit=limit, offset=offset, order=order, after=after, before=before, at=at
     )

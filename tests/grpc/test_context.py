@@ -234,8 +234,10 @@ class _Queries:
         self.all = messages
         self.reads: list[int] = []
 
-    async def messages(self, ctx: object, session_id: str, *, limit: int, order: str) -> _Page:
-        assert order == "desc"
+    async def messages(
+        self, ctx: object, session_id: str, *, limit: int, order: str, at: object = None
+    ) -> _Page:
+        assert order == "desc" and at is None
         self.reads.append(limit)
         newest = self.all[::-1][:limit]
         return _Page(newest, len(self.all))
