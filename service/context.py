@@ -41,6 +41,7 @@ __all__ = [
     "approx_tokens",
     "last_n",
     "read_window",
+    "refuse_paging",
     "resolve_strategy",
     "select_window",
     "token_budget",
@@ -211,6 +212,15 @@ class Window:
     messages: list[Any]
     total: int
     strategy: str
+
+
+def refuse_paging(*, offset: int | None, order: str, cursor: str | None) -> None:
+    """A strategy chooses its own window; paging parameters beside it are a mistake, not something to drop."""
+    if offset or order != "asc" or cursor:
+        raise BadRequest(
+            "a strategy chooses its own window: offset, order and cursors do not apply",
+            code="strategy_with_paging",
+        )
 
 
 async def read_window(

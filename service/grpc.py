@@ -40,7 +40,7 @@ from proto import sessions_pb2_grpc as pb_grpc
 from .app import Application
 from .auth import Gate, Principal, Role
 from .commands import Context
-from .context import read_window
+from .context import read_window, refuse_paging
 from .errors import BadRequest
 from .grpc_convert import (
     audit_event,
@@ -278,11 +278,7 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
         order = _order(request)
         strategy = request.strategy.strip() if request.HasField("strategy") else ""
         if strategy:
-            if offset or order != "asc" or (request.HasField("after") and request.after):
-                raise BadRequest(
-                    "a strategy chooses its own window: offset, order and after do not apply",
-                    code="strategy_with_paging",
-                )
+            refuse_paging(offset=offset, order=order, cursor=optional_id(request, "after"))
             window = await read_window(
                 self.app.queries,
                 ctx,

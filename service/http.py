@@ -36,7 +36,7 @@ from projections.api import AuditFilter
 from .app import Application
 from .auth import Gate
 from .consistency import format_positions, merge_positions
-from .context import read_window
+from .context import read_window, refuse_paging
 from .dependencies import App, At, Ctx, dependencies
 from .errors import BadRequest
 from .http_auth import authorize, principal_of
@@ -227,11 +227,7 @@ async def get_messages(
     budget: Annotated[int | None, QueryParameter(ge=0, description="token budget of token_budget")] = None,
 ) -> MessagesReply:
     if strategy:
-        if offset or order != "asc" or after or before:
-            raise BadRequest(
-                "a strategy chooses its own window: offset, order, after and before do not apply",
-                code="strategy_with_paging",
-            )
+        refuse_paging(offset=offset, order=order, cursor=after or before)
         window = await read_window(
             application.queries, ctx, session_id, strategy, limit=limit or None, budget=budget, at=at
         )
