@@ -345,7 +345,7 @@ async def _latency(read_model: object, runs: int) -> tuple[list[float], list[flo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench project", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")
     parser.add_argument("--workers", type=int, default=1, help="projector processes (each takes ~16/N)")
     parser.add_argument("--queries", type=int, default=500)

@@ -300,7 +300,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--burst", action="store_true", help="exit once the owned partitions are caught up")
     p.add_argument("--check", action="store_true", help="health check: exit 0 if a projector worker is live")
     p.add_argument("--worker-id", default=None, help="this worker's id (default: host-pid-random)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=2000, help="entries per transaction at most")
     p.add_argument("--block-ms", type=int, default=200)
     p.add_argument("--lease-ttl-ms", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")

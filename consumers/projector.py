@@ -99,7 +99,7 @@ class Projector:
         *,
         worker_id: str | None = None,
         projection: str = PROJECTION,
-        batch_size: int = 500,
+        batch_size: int = 2000,
         block_ms: int = 200,
         lease_ttl_ms: int = 5000,
         max_attempts: int = 3,
