@@ -155,8 +155,18 @@ class _Calls:
         order: Literal["asc", "desc"],
         after: str | None,
         before: str | None,
+        strategy: str | None = None,
+        budget: int | None = None,
     ) -> Call[MessagesReply]:
-        params = _params(limit=limit, offset=offset, order=order, after=after, before=before)
+        params = _params(
+            limit=limit,
+            offset=offset,
+            order=order,
+            after=after,
+            before=before,
+            strategy=strategy,
+            budget=budget,
+        )
         return Call(
             "GET", f"/v1/sessions/{_p(session_id)}/messages", _decoder(MessagesReply), params, read=True
         )
@@ -333,8 +343,13 @@ class SessionsClient(_Base):
         order: Literal["asc", "desc"] = "asc",
         after: str | None = None,
         before: str | None = None,
+        strategy: str | None = None,
+        budget: int | None = None,
     ) -> MessagesReply:
-        return self.send(_Calls.get_messages(session_id, limit, offset, order, after, before))
+        """A page of messages; or, with ``strategy`` (``last_n``, ``token_budget``, ``truncate``), a context
+        window that never splits a tool call from its results (``limit`` or ``budget`` sizes it)."""
+        call = _Calls.get_messages(session_id, limit, offset, order, after, before, strategy, budget)
+        return self.send(call)
 
     def iter_messages(
         self, session_id: str, *, page_size: int = 100, order: Literal["asc", "desc"] = "asc"
@@ -451,8 +466,13 @@ class AsyncSessionsClient(_Base):
         order: Literal["asc", "desc"] = "asc",
         after: str | None = None,
         before: str | None = None,
+        strategy: str | None = None,
+        budget: int | None = None,
     ) -> MessagesReply:
-        return await self.send(_Calls.get_messages(session_id, limit, offset, order, after, before))
+        """A page of messages; or, with ``strategy`` (``last_n``, ``token_budget``, ``truncate``), a context
+        window that never splits a tool call from its results (``limit`` or ``budget`` sizes it)."""
+        call = _Calls.get_messages(session_id, limit, offset, order, after, before, strategy, budget)
+        return await self.send(call)
 
     async def iter_messages(
         self, session_id: str, *, page_size: int = 100, order: Literal["asc", "desc"] = "asc"

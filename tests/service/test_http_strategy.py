@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from service.sdk import AsyncSessionsClient
+
 CALL = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
 TURNS = [
     {"role": "user", "content": "u1"},
@@ -54,3 +56,10 @@ async def test_unknown_strategies_and_paging_with_a_strategy_are_refused(http: h
     assert "last_n" in r.json()["detail"]
     r = await http.get(path, params={"strategy": "last_n", "order": "desc"})
     assert r.status_code == 400 and r.json()["code"] == "strategy_with_paging"
+
+
+async def test_the_sdk_asks_for_a_window(http: httpx.AsyncClient, sdk: AsyncSessionsClient) -> None:
+    await conversation(http)
+    window = await sdk.get_messages("strategy-1", strategy="last_n", limit=5)
+    assert [m.content or m.role for m in window.messages] == ["assistant", "21 C", "a2", "u2", "a3"]
+    assert window.total == 6 and window.next_cursor is None
