@@ -41,7 +41,7 @@ not have), raises ``PoisonEvent`` naming it, before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -61,7 +61,7 @@ from events.schema import (
     UserForgotten,
 )
 
-from .api import MemoryRecord, MessageRecord, SessionRecord, position_key
+from .api import BatchOutcome, MemoryRecord, MessageRecord, SessionRecord, position_key
 from .errors import FencedOut, InvalidBatch, PoisonEvent
 from .paging import to_us
 
@@ -253,6 +253,31 @@ class Changes:
         self.message_count = 0
         self.forgotten: set[tuple[str, str]] = set()  # (tenant, user): user.forgotten in this batch
         self.erased: set[SessionKey] = set()  # session rows to remove (a forgotten user's)
+
+    @classmethod
+    def fold(
+        cls,
+        state: State,
+        entries: Sequence[RawEntry],
+        events: Sequence[AnyEvent],
+        skip: Collection[int] = (),
+    ) -> Changes:
+        """The net effect of ``entries`` (decoded as ``events``) on ``state``, leaving out the ``skip``
+        indexes (what the guard found already applied)."""
+        changes = cls(state)
+        for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
+            if i not in skip:
+                changes.add(entry, event)
+        return changes
+
+    def outcome(self, position: str | None, skipped: int) -> BatchOutcome:
+        """What ``apply_batch`` reports once these changes and the checkpoint ``position`` are committed."""
+        return BatchOutcome(
+            position=position or "0-0",
+            applied=len(self.archive),
+            messages=self.message_count,
+            skipped=skipped,
+        )
 
     # -- reads through the batch's own changes ----------------------------------------------------------
     def session(self, key: SessionKey) -> SessionRecord | None:

@@ -301,21 +301,13 @@ class InMemoryReadModel:
         t = self._t
         events = [decode(entry) for entry in entries]
         skip = guard(entries, events, t.applied.get, t.event_ids.get)
-        changes = Changes(t)
-        for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
-            if i not in skip:
-                changes.add(entry, event)
+        changes = Changes.fold(t, entries, events, skip)
         audit = [audit_record(row) for row in changes.archive]
         # Nothing can fail from here on: the batch lands whole.
         t.write(changes, audit)
         position = entries[-1].position if entries else expected
         self._set_checkpoint(projection, partition, position, epoch)
-        return BatchOutcome(
-            position=position or "0-0",
-            applied=len(changes.archive),
-            messages=changes.message_count,
-            skipped=len(skip),
-        )
+        return changes.outcome(position, len(skip))
 
     async def dead_letter(
         self,

@@ -444,10 +444,7 @@ class PostgresReadModel:
                 k, mem = store.memory_state(r)
                 loaded.memories[k] = mem
         # The pure part: PoisonEvent from here rolls everything back.
-        changes = Changes(loaded)
-        for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
-            if i not in skip:
-                changes.add(entry, event)
+        changes = Changes.fold(loaded, entries, events, skip)
         position = entries[-1].position if entries else expected
         # Round trip 2: the set-based writes and the checkpoint.
         upserts, deletes = store.memory_params(changes)
@@ -483,12 +480,7 @@ class PostgresReadModel:
                     for row in store.archive_rows(changes.archive):
                         await copy.write_row(row)
         await conn.commit()
-        return BatchOutcome(
-            position=position or "0-0",
-            applied=len(changes.archive),
-            messages=changes.message_count,
-            skipped=len(skip),
-        )
+        return changes.outcome(position, len(skip))
 
     async def dead_letter(
         self,
