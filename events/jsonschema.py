@@ -9,7 +9,9 @@ Regenerate after changing ``events/schema.py``::
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import sys
 from typing import Any
 
@@ -20,8 +22,26 @@ from .schema import AnyEvent
 __all__ = ["generate", "schema"]
 
 
+def _prose(text: str) -> str:
+    """A docstring as one line per paragraph: msgspec's rendering of indentation changed between releases
+    (0.23 dedents, earlier releases did not), and the committed schema must not depend on it."""
+    paragraphs = re.split(r"\n\s*\n", inspect.cleandoc(text))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
+def _normalized(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _prose(v) if k == "description" and isinstance(v, str) else _normalized(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_normalized(v) for v in node]
+    return node
+
+
 def schema() -> dict[str, Any]:
-    out: dict[str, Any] = msgspec.json.schema(AnyEvent)
+    out: dict[str, Any] = _normalized(msgspec.json.schema(AnyEvent))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Session service events",
