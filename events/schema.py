@@ -10,7 +10,7 @@ Two aggregate kinds:
 * ``session`` (id: the session id): created, messages added, deleted, and the memory scoped to that session
   (saved, deleted, cleared), so that every rule about a session holds atomically in one partition.
 * ``memory`` (id: the user id): the memory scoped to the user (saved, deleted, cleared), and
-  ``user.forgotten``: the user was erased (crypto-shredding; ``service.privacy``).
+  ``user.forgotten``: the user was erased (crypto-shredding; ``service.erasure``).
 
 ``version`` and ``recorded_at`` are assigned by the log (the append script and the stream entry id); a
 publisher leaves them out.

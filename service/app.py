@@ -23,14 +23,14 @@ from redis.exceptions import RedisError
 from events.errors import SessionsError, Unavailable
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel
-
-from .commands import Commands, Context
-from .consistency import Consistency, NotifyingReadModel
-from .crypto import DataKeys
-from .metrics import Metrics
-from .privacy import ForgetResult, forget_user
-from .queries import Queries
-from .settings import ServiceSettings
+from service.commands import Commands
+from service.consistency import Consistency, NotifyingReadModel
+from service.erasure import ForgetResult, forget_user
+from service.keyring import DataKeys
+from service.metrics import Metrics
+from service.queries import Queries
+from service.request import Context
+from service.settings import ServiceSettings
 
 __all__ = ["Application", "open_read_model"]
 
@@ -163,7 +163,7 @@ class Application:
         await self.close()
 
     async def forget_user(self, ctx: Context, user_id: str, *, rewrite_aof: bool = False) -> ForgetResult:
-        """Erase a user (``service.privacy.forget_user``): sessions deleted, data key destroyed, read-model
+        """Erase a user (``service.erasure.forget_user``): sessions deleted, data key destroyed, read-model
         rows removed, a ``user.forgotten.v1`` event in the audit trail."""
         return await forget_user(
             self.log,

@@ -1,5 +1,5 @@
 """The ``sessions`` command: ``sessions serve`` runs the API; ``sessions keys create|list|revoke`` manage the
-API keys (``service.auth``); ``sessions forget-user --tenant T USER`` erases a user (``service.privacy``);
+API keys (``service.security``); ``sessions forget-user --tenant T USER`` erases a user (``service.erasure``);
 the projector commands (``sessions project``,
 ...) come from ``consumers.cli`` when that package provides them.
 
@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from events.errors import ConfigurationError, SessionsError
-
-from .settings import ServiceSettings
+from service.settings import ServiceSettings
 
 __all__ = ["build_parser", "main", "serve"]
 
@@ -91,7 +90,7 @@ def _keys_file(args: argparse.Namespace) -> Path:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from .auth import create_key
+    from service.security.keys import create_key
 
     key, full = create_key(_keys_file(args), args.tenant, args.role, args.name)
     print(full)
@@ -103,7 +102,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from .auth import load_keys_file
+    from service.security.keys import load_keys_file
 
     for k in load_keys_file(_keys_file(args)):
         state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
@@ -112,7 +111,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    from .auth import revoke_key
+    from service.security.keys import revoke_key
 
     key = revoke_key(_keys_file(args), args.id)
     print(f"revoked {key.id} ({key.tenant}, {key.role})")
@@ -123,10 +122,11 @@ async def serve(settings: ServiceSettings) -> None:
     """Run the API until SIGINT/SIGTERM."""
     import uvicorn
 
-    from .app import Application
-    from .auth import Gate, check_bind
-    from .grpc import grpc_host
-    from .http import create_app
+    from service.app import Application
+    from service.grpc.servicer import grpc_host
+    from service.http.app import create_app
+    from service.security.bind import check_bind
+    from service.security.gate import Gate
 
     gate = Gate.from_settings(settings)
     check_bind([settings.http_host, grpc_host(settings)], not gate.open, settings.insecure_bind)
@@ -157,7 +157,7 @@ async def serve(settings: ServiceSettings) -> None:
     # settings.grpc_port, over the same `application`.
     grpc_server: Any = None
     try:
-        from .grpc import start_grpc_server
+        from service.grpc.servicer import start_grpc_server
 
         grpc_server = await start_grpc_server(application, settings, gate)
         await server.serve()
@@ -188,9 +188,8 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 async def _forget_user(args: argparse.Namespace) -> int:
     from events.schema import Actor
-
-    from .app import Application
-    from .commands import Context
+    from service.app import Application
+    from service.request import Context
 
     # The API's projectors apply the erasure; this process only appends and waits for them.
     settings = dataclasses.replace(ServiceSettings.from_env(), projector=False)

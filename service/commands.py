@@ -5,9 +5,8 @@ A command never reads the read model: the log's append script is the one place w
 position (partition + stream entry id) a later read can wait for.
 
 With ``data_keys`` (the service's default), what a user writes is sealed with their data key before it is
-appended (``service.crypto``): message contents, tool call arguments, memory values. The session's owner,
-whose key seals its messages, comes from the log's aggregate state (the owner of a session never changes).
-"""
+appended (``service.sealing``): message contents, tool call arguments, memory values. The session's owner,
+whose key seals its messages, comes from the log's aggregate state (the owner of a session never changes)."""
 
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from events.errors import NotFound, PermissionDenied, SessionsError, Unavailable
 from events.log import AggregateState, AppendResult, EventLog
 from events.schema import (
-    Actor,
     AggregateKind,
     AnyEvent,
     Event,
@@ -42,36 +40,15 @@ from events.schema import (
     new_event_id,
     now_ms,
 )
+from service.errors import BadRequest
+from service.keyring import DataKeys
+from service.request import Context
+from service.sealing import DataKey, aad, seal_text, seal_value
 
-from .crypto import DataKey, DataKeys, aad, seal_text, seal_value
-from .errors import BadRequest
-
-__all__ = [
-    "IDEMPOTENCY_NAMESPACE",
-    "ClearResult",
-    "Commands",
-    "Context",
-    "SessionWrite",
-    "idempotent_event_id",
-]
+__all__ = ["IDEMPOTENCY_NAMESPACE", "ClearResult", "Commands", "SessionWrite", "idempotent_event_id"]
 
 # Fixed forever: an Idempotency-Key maps to the same event id in every process and every release.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-5d6e-8f70-112233445566")
-
-
-class Context(msgspec.Struct, frozen=True, kw_only=True):
-    """Who asks, for which tenant, in which request (copied into every event's envelope)."""
-
-    tenant: str = "default"
-    actor: Actor | None = None  # None: the user the command concerns, or the service itself
-    correlation_id: str | None = None
-
-    def actor_for(self, user_id: str | None = None) -> Actor:
-        if self.actor is not None:
-            return self.actor
-        if user_id is not None:
-            return Actor(kind="user", id=user_id)
-        return Actor()
 
 
 class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):

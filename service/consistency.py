@@ -35,8 +35,7 @@ from projections.api import (
     SessionRecord,
     position_key,
 )
-
-from .errors import BadRequest, NotCaughtUp
+from service.errors import BadRequest, NotCaughtUp
 
 __all__ = [
     "Consistency",

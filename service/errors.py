@@ -10,9 +10,9 @@ the SDK raises the same classes again from a problem+json reply, so a caller han
     ├── BadRequest                    400 the request itself: bad JSON or field, cursor or position
     ├── NotFound                      404
     │   └── SessionDeleted            410
-    ├── PermissionDenied              403 (insufficient_role, tenant_mismatch: service.auth)
-    ├── Unauthenticated               401 missing, unknown or revoked API key (service.auth)
-    ├── RateLimited                   429 with Retry-After (service.limits)
+    ├── PermissionDenied              403 (insufficient_role, tenant_mismatch: service.security)
+    ├── Unauthenticated               401 missing, unknown or revoked API key (service.security)
+    ├── RateLimited                   429 with Retry-After (service.validation)
     ├── Conflict                      409 (carries current_version)
     ├── DuplicateEventId              409
     ├── Unavailable                   503 with Retry-After

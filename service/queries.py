@@ -8,7 +8,7 @@ Which position a read waits for:
   head (``EventLog.heads``);
 * plus any positions the caller passes (``at``), e.g. from its writes to other aggregates.
 
-What users wrote comes out opened (``service.privacy.Unsealer``): message contents, tool call arguments,
+What users wrote comes out opened (``service.unsealing.Unsealer``): message contents, tool call arguments,
 memory values and audit payloads; erased when the user's data key is gone.
 """
 
@@ -32,12 +32,11 @@ from projections.api import (
     SessionPage,
     SessionRecord,
 )
-
-from .commands import Context
-from .consistency import Consistency, Positions, merge_positions
-from .crypto import DataKeys
-from .errors import BadRequest
-from .privacy import Unsealer
+from service.consistency import Consistency, Positions, merge_positions
+from service.errors import BadRequest
+from service.keyring import DataKeys
+from service.request import Context
+from service.unsealing import Unsealer
 
 __all__ = ["MAX_PAGE", "Queries"]
 

@@ -1,5 +1,5 @@
 """Python SDK of the Sessions HTTP API: ``SessionsClient`` (blocking) and ``AsyncSessionsClient`` (asyncio),
-both over httpx, with the same methods and typed results (the msgspec Structs of ``service.wire``).
+both over httpx, with the same methods and typed results (the msgspec Structs of ``service.http.shapes``).
 
 Read-your-writes is built in: the client remembers the latest position of every partition it wrote to (the
 ``X-Session-Position`` of each write) and sends them with every read, so a read made after a write through
@@ -30,10 +30,9 @@ import msgspec
 from events.errors import SessionsError, Unavailable
 from events.schema import Event, Message
 from projections.api import MessageRecord
-
-from .consistency import Positions, format_positions, merge_positions, parse_positions
-from .errors import error_class_for_code
-from .wire import (
+from service.consistency import Positions, format_positions, merge_positions, parse_positions
+from service.errors import error_class_for_code
+from service.http.shapes import (
     POSITION_HEADER,
     AppendReply,
     AuditReply,

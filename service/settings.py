@@ -14,9 +14,9 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_PROJECTOR``        ``1``           ``0``: do not run a projector in the API process
 ``SESSIONS_DEFAULT_TENANT``   ``default``     tenant of requests without an ``X-Tenant-Id`` header
 ``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
-``SESSIONS_ENCRYPTION``       ``on``          ``off``: store what users write in plain (``service.crypto``)
+``SESSIONS_ENCRYPTION``       ``on``          ``off``: store what users write in plain (``service.sealing``)
 ``SESSIONS_API_KEYS_FILE``    (none)          the keys file (``sessions keys``); with keys, every request
-                                              needs one (``service.auth``)
+                                              needs one (``service.security``)
 ``SESSIONS_API_KEYS``         (none)          keys as ``id:tenant:role:hash`` entries, or a JSON list
 ``SESSIONS_RATE_LIMIT``       (none)          ``<rate>[/<burst>]`` requests a second per key (``limits``)
 ``SESSIONS_MAX_BODY_BYTES``   ``4194304``     largest request body (413 ``body_too_large``)
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 from events.settings import LogSettings
 from projections.settings import ReadModelSettings
-
-from .errors import ConfigurationError
-from .limits import DEFAULT_MAX_BODY_BYTES, RateLimit, parse_rate_limit
+from service.errors import ConfigurationError
+from service.security.ratelimit import RateLimit, parse_rate_limit
+from service.validation import DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["ENV", "ServiceSettings"]
 

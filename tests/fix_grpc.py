@@ -11,7 +11,7 @@ import pytest
 from genai_platform import GenAIPlatform
 from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
-from service.grpc import create_grpc_server
+from service.grpc.servicer import create_grpc_server
 
 
 @pytest.fixture

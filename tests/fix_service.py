@@ -16,7 +16,7 @@ from events import EventLog, LogSettings
 from projections.api import ReadModel
 from projections.memory import InMemoryReadModel
 from service.app import Application
-from service.http import create_app
+from service.http.app import create_app
 from service.sdk import AsyncSessionsClient
 from service.settings import ServiceSettings
 from tests.fix_pg import PG_DSN

@@ -45,7 +45,9 @@ def test_ci_and_readme_install_from_the_lock() -> None:
 
 
 def test_schema_prose_is_independent_of_docstring_indentation() -> None:
-    indented = "First line of a docstring that goes on\n    to a second, indented line.\n\n    Another paragraph."
+    indented = (
+        "First line of a docstring that goes on\n    to a second, indented line.\n\n    Another paragraph."
+    )
     dedented = "First line of a docstring that goes on\nto a second, indented line.\n\nAnother paragraph."
     expected = "First line of a docstring that goes on to a second, indented line.\n\nAnother paragraph."
     assert _prose(indented) == _prose(dedented) == expected

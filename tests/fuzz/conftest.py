@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from service.http import create_app
+from service.http.app import create_app
 from service.settings import ServiceSettings
 from tests.fix_pg import PG_DSN, check_pg, drop_schemas
 from tests.fix_redis import REDIS_URL, delete_prefix, real_redis

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
-from service.grpc import create_grpc_server
+from service.grpc.servicer import create_grpc_server
 from tests.fix_service import close_application, make_application
 
 # A failing example may hold a megabyte string: its report is long, and that is not an error of the test.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
-from service.context import (
+from service.windows import (
     STRATEGIES,
     UnknownStrategy,
     approx_tokens,
@@ -253,8 +253,8 @@ class _Queries:
 def test_property_reading_a_tail_gives_the_window_of_the_whole_session(
     msgs: list[Msg], more: int, n: int, budget: int
 ) -> None:
-    from service.commands import Context
-    from service.context import read_window
+    from service.request import Context
+    from service.windows import read_window
 
     # A whole session (no orphans: the log guarantees every result's call came first), long enough that the
     # first tail read often ends inside the conversation's tool calls.

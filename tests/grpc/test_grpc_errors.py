@@ -11,7 +11,7 @@ import pytest
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
-from service.grpc import create_grpc_server
+from service.grpc.servicer import create_grpc_server
 from tests.fix_service import close_application, make_application
 
 from .helpers import expect_error

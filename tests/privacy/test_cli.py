@@ -31,7 +31,7 @@ async def test_forget_user_command(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from service.http import create_app
+    from service.http.app import create_app
 
     app, log = await make_application("real", key_prefix, request)
     try:

@@ -10,9 +10,9 @@ import fakeredis
 import pytest
 
 from events.keys import Keys
-from service.crypto import (
+from service.keyring import DataKeys
+from service.sealing import (
     DataKey,
-    DataKeys,
     Erased,
     aad,
     is_sealed,

@@ -15,8 +15,8 @@ from projections.rebuild import rebuild
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
-from service.commands import Context
-from service.crypto import Erased, aad, is_sealed, open_text
+from service.request import Context
+from service.sealing import Erased, aad, is_sealed, open_text
 
 from .erasure_helpers import CANARY, dump_read_model, dump_redis, rows_of, secret, write_user
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.app import Application
-from service.http import create_app
+from service.http.app import create_app
 from tests.fix_service import close_application, make_application
 
 from .erasure_helpers import CANARY, secret, write_user

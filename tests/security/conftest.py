@@ -18,9 +18,10 @@ import pytest
 
 from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
-from service.auth import Gate, KeyStore, create_key, revoke_key
-from service.grpc import create_grpc_server
-from service.http import create_app
+from service.grpc.servicer import create_grpc_server
+from service.http.app import create_app
+from service.security.gate import Gate
+from service.security.keys import KeyStore, create_key, revoke_key
 from tests.fix_service import close_application, make_application
 
 # name -> (tenant, role)

@@ -88,7 +88,7 @@ def code_of(response: Any) -> str:
 
 async def test_every_route_is_classified(stack: Stack) -> None:
     found = {name for _, path, name in routes(stack.app) if not path.startswith("/schema")}
-    assert found == set(ROLE), "classify new handlers in ROLE (and in service.http_auth)"
+    assert found == set(ROLE), "classify new handlers in ROLE (and in service.http.guard)"
 
 
 async def test_every_route_refuses_a_missing_wrong_or_revoked_key(stack: Stack) -> None:

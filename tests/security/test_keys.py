@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 
 from genai_platform import GenAIPlatform
-from service.auth import (
+from service.cli import main
+from service.errors import ConfigurationError, PermissionDenied, Unauthenticated
+from service.grpc.servicer import create_grpc_server
+from service.sdk import AsyncSessionsClient
+from service.security.bind import check_bind
+from service.security.gate import Gate
+from service.security.keys import (
     ApiKey,
-    Gate,
     KeyStore,
-    check_bind,
     create_key,
     hash_secret,
     load_keys_file,
     parse_keys_env,
     revoke_key,
 )
-from service.cli import main
-from service.errors import ConfigurationError, PermissionDenied, Unauthenticated
-from service.grpc import create_grpc_server
-from service.sdk import AsyncSessionsClient
 from service.settings import ServiceSettings
 from tests.security.conftest import Stack
 
@@ -108,7 +108,7 @@ def test_a_broken_file_keeps_the_keys_last_read(tmp_path: Path, caplog: pytest.L
     _, full = create_key(path, "acme", "writer")
     store = KeyStore(path, reload_interval_s=0)
     path.write_text("{not json")
-    with caplog.at_level(logging.ERROR, logger="service.auth"):
+    with caplog.at_level(logging.ERROR, logger="service.security"):
         assert store.authenticate(f"Bearer {full}").tenant == "acme"
     assert "keeping the API keys last read" in caplog.text
     with pytest.raises(ConfigurationError):

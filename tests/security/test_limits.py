@@ -12,11 +12,13 @@ import pytest
 
 from proto import sessions_pb2 as pb
 from service.app import Application
-from service.auth import Gate, KeyStore
 from service.errors import BadRequest, ConfigurationError, RateLimited
-from service.http import create_app
-from service.limits import RateLimit, RateLimiter, check_id, parse_rate_limit
+from service.http.app import create_app
+from service.security.gate import Gate
+from service.security.keys import KeyStore
+from service.security.ratelimit import RateLimit, RateLimiter, parse_rate_limit
 from service.settings import ServiceSettings
+from service.validation import check_id
 from tests.security.conftest import Stack
 
 

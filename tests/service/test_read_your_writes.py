@@ -12,7 +12,7 @@ import pytest
 
 from consumers.projector import Projector
 from service.app import Application
-from service.http import create_app
+from service.http.app import create_app
 from tests.fix_service import close_application, make_application
 
 ROUNDS = 1000

@@ -11,7 +11,7 @@ import pytest
 from events import LogSettings
 from events.settings import Limits
 from service.app import Application
-from service.http import create_app
+from service.http.app import create_app
 from tests.fix_service import close_application, make_application
 
 from .helpers import CONVERSATION, assert_problem

@@ -16,10 +16,10 @@ from litestar.testing import TestClient
 from events import LogSettings, Message, ToolCall
 from events.schema import FunctionCall
 from service.errors import Conflict, InvalidEvent, NotCaughtUp, NotFound, PermissionDenied, SessionDeleted
-from service.http import create_app
+from service.http.app import create_app
+from service.http.shapes import SessionReply
 from service.sdk import AsyncSessionsClient, SessionsClient
 from service.settings import ServiceSettings
-from service.wire import SessionReply
 
 from .helpers import CONVERSATION
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar
 
-from . import wire
+from service.http import shapes as wire
 
 __all__ = ["openapi_document"]
 

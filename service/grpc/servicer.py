@@ -10,10 +10,10 @@ original, on purpose:
   ``error-details``, JSON, when there are extras such as ``current_version``);
 * deleting an unknown session or a missing memory key still answers ``success=false``, as the original did;
 * memory values are JSON text encoded once (the original encoded them twice);
-* a message's ``name`` is kept, ``strategy`` is applied (``service.context``), sessions can be listed and the
+* a message's ``name`` is kept, ``strategy`` is applied (``service.windows``), sessions can be listed and the
   audit trail read;
 * read-your-writes: a read sees every write that finished before it began (the core's queries wait);
-* with API keys configured (``service.auth``) every call needs ``authorization: Bearer <key>`` metadata:
+* with API keys configured (``service.security``) every call needs ``authorization: Bearer <key>`` metadata:
   UNAUTHENTICATED without a valid one, PERMISSION_DENIED (``insufficient_role``) for a reader's write or a
   non-admin's ``GetEvents`` across users, RESOURCE_EXHAUSTED (``rate_limited``) past the rate limit.
 """
@@ -36,13 +36,9 @@ from events.errors import ConfigurationError, NotFound, SessionsError
 from projections.api import AuditFilter
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
-
-from .app import Application
-from .auth import Gate, Principal, Role
-from .commands import Context
-from .context import read_window, refuse_paging
-from .errors import BadRequest
-from .grpc_convert import (
+from service.app import Application
+from service.errors import BadRequest
+from service.grpc.convert import (
     audit_event,
     context_from_metadata,
     decode_json,
@@ -56,8 +52,12 @@ from .grpc_convert import (
     session_to_proto,
     status_for,
 )
-from .limits import check_id, check_key, check_limit
-from .settings import ServiceSettings
+from service.request import Context
+from service.security.gate import Gate
+from service.security.keys import Principal, Role
+from service.settings import ServiceSettings
+from service.validation import check_id, check_key, check_limit
+from service.windows import read_window, refuse_paging
 
 __all__ = [
     "GRPC_HOST_ENV",

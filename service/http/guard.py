@@ -1,10 +1,10 @@
-"""The HTTP side of ``service.auth``: one Litestar guard on every route, run after routing and before the body
+"""The HTTP side of ``service.security``: one Litestar guard on every route, run after routing and before the body
 is read, so a request without a valid key never gets its body parsed.
 
 Public (no key): ``/healthz``, ``/readyz``, ``/openapi.json`` and the OpenAPI pages under ``/schema`` (they
 carry no tenant data). Admin: ``/metrics``, ``POST /v1/events``, ``POST /v1/users/{id}/forget``,
 ``GET /v1/events`` without ``user_id`` or ``session_id``. Other reads: reader; other writes: writer. The
-guard also checks the ids in the path and query (``service.limits``) and the page size, so a malformed
+guard also checks the ids in the path and query (``service.validation``) and the page size, so a malformed
 request is refused before anything is appended.
 """
 
@@ -15,8 +15,9 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from .auth import Gate, Principal, Role
-from .limits import check_id, check_key, check_limit
+from service.security.gate import Gate
+from service.security.keys import Principal, Role
+from service.validation import check_id, check_key, check_limit
 
 __all__ = ["PUBLIC_HANDLERS", "authorize", "principal_of", "required_role"]
 

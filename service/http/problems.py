@@ -15,9 +15,8 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from events.errors import SessionsError
-
-from .errors import status_of
-from .wire import Problem
+from service.errors import status_of
+from service.http.shapes import Problem
 
 __all__ = ["PROBLEM_JSON", "ProblemDoc", "error_responses", "exception_handlers", "problem"]
 

@@ -10,13 +10,12 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
 from events.schema import Actor
-
-from .app import Application
-from .commands import Context
-from .consistency import Positions, merge_positions, parse_positions
-from .errors import BadRequest
-from .http_auth import principal_of
-from .wire import POSITION_HEADER
+from service.app import Application
+from service.consistency import Positions, merge_positions, parse_positions
+from service.errors import BadRequest
+from service.http.guard import principal_of
+from service.http.shapes import POSITION_HEADER
+from service.request import Context
 
 __all__ = ["App", "At", "Ctx", "dependencies"]
 

@@ -26,9 +26,8 @@ from events.errors import (
 from events.schema import Actor, Message
 from projections.api import AuditRecord, MessageRecord, SessionRecord
 from proto import sessions_pb2 as pb
-
-from .commands import Context
-from .errors import BadRequest, RateLimited, Unauthenticated
+from service.errors import BadRequest, RateLimited, Unauthenticated
+from service.request import Context
 
 __all__ = [
     "ACTOR_KINDS",

@@ -18,14 +18,12 @@ and ``sessions serve`` refuses to bind anything but loopback unless told ``--ins
 
 Refusals: no key 401 ``missing_api_key``; an unknown key or a wrong secret 401 ``invalid_api_key``; a revoked
 key 401 ``revoked_api_key``; a role too low 403 ``insufficient_role``; an ``X-Tenant-Id`` naming another
-tenant than the key's 403 ``tenant_mismatch``. gRPC: UNAUTHENTICATED / PERMISSION_DENIED, same codes.
-"""
+tenant than the key's 403 ``tenant_mismatch``. gRPC: UNAUTHENTICATED / PERMISSION_DENIED, same codes."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -39,34 +37,43 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from .errors import BadRequest, ConfigurationError, NotFound, PermissionDenied, Unauthenticated
-from .limits import RateLimit, RateLimiter, check_tenant
-from .settings import ServiceSettings
+from service.errors import BadRequest, ConfigurationError, NotFound, PermissionDenied, Unauthenticated
+from service.validation import check_tenant
 
 __all__ = [
     "ROLES",
     "ApiKey",
-    "Gate",
     "KeyStore",
     "Principal",
     "Role",
-    "check_bind",
     "create_key",
     "hash_secret",
-    "is_loopback",
     "load_keys_file",
     "parse_keys_env",
     "revoke_key",
 ]
 
-log = logging.getLogger("service.auth")
+log = logging.getLogger("service.security")
+
 
 Role = Literal["reader", "writer", "admin"]
+
+
 ROLES: tuple[Role, ...] = ("reader", "writer", "admin")
+
+
 _RANK = {r: i for i, r in enumerate(ROLES)}
+
+
 _KEY = re.compile(r"^sk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
+
+
 _ID = re.compile(r"^[0-9a-f]{12}$")
+
+
 _HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
 # Compared against when the id is unknown, so an unknown id costs the same as a wrong secret.
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
@@ -308,60 +315,3 @@ class KeyStore:
         if key.revoked_at is not None:
             raise Unauthenticated("the API key was revoked", code="revoked_api_key")
         return Principal(key_id=key.id, tenant=key.tenant, role=key.role)
-
-
-class Gate:
-    """Everything a request passes before its handler: the key, the tenant, the rate. One per server."""
-
-    def __init__(
-        self, store: KeyStore, default_tenant: str = "default", rate_limit: RateLimit | None = None
-    ) -> None:
-        self.store = store
-        self.default_tenant = default_tenant
-        self.limiter = RateLimiter(rate_limit) if rate_limit is not None else None
-
-    @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> Gate:
-        """From ``api_keys_file``, ``api_keys``, ``rate_limit`` and ``default_tenant``."""
-        path = settings.api_keys_file
-        store = KeyStore(Path(path) if path else None, parse_keys_env(settings.api_keys))
-        return cls(store, settings.default_tenant, settings.rate_limit)
-
-    @property
-    def open(self) -> bool:
-        return not self.store.configured
-
-    def admit(self, authorization: str | None, tenant_asked: str | None, client: str | None) -> Principal:
-        """Authenticate, fix the tenant, spend a token. Open service: an admin of the tenant asked for."""
-        if self.open:
-            principal = Principal(None, tenant_asked or self.default_tenant, "admin")
-        else:
-            principal = self.store.authenticate(authorization)
-            if tenant_asked and tenant_asked != principal.tenant:
-                raise PermissionDenied(
-                    "X-Tenant-Id names another tenant than the key's", code="tenant_mismatch"
-                )
-        if self.limiter is not None:
-            self.limiter.take(principal.key_id or f"client:{client or '?'}")
-        return principal
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(hosts: list[str], keys_configured: bool, insecure_bind: bool) -> None:
-    """With no API keys, refuse to listen beyond loopback unless explicitly told to."""
-    exposed = [h for h in hosts if not is_loopback(h)]
-    if exposed and not keys_configured and not insecure_bind:
-        raise ConfigurationError(
-            f"no API keys are configured, so the service is open to anyone who reaches it: refusing to bind "
-            f"{', '.join(exposed)}. Configure keys (SESSIONS_API_KEYS_FILE, `sessions keys create`), bind "
-            "127.0.0.1, or pass --insecure-bind (SESSIONS_INSECURE_BIND=1)",
-            code="insecure_bind",
-        )

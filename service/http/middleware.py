@@ -11,7 +11,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from .app import Application
+    from service.app import Application
 
 __all__ = ["observe"]
 

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from projections.api import MessagePage, Order
-
-from .commands import Context
-from .consistency import Positions
-from .errors import BadRequest
+from service.consistency import Positions
+from service.errors import BadRequest
+from service.request import Context
 
 __all__ = [
     "DEFAULT_BUDGET",
