@@ -23,7 +23,18 @@ from dataclasses import dataclass
 import psycopg
 import redis
 
-__all__ = ["Stack", "add_stack_arguments", "free_port", "measure", "pct", "served_stack", "wait_ready"]
+__all__ = [
+    "Row",
+    "Stack",
+    "add_stack_arguments",
+    "compare",
+    "free_port",
+    "level",
+    "measure",
+    "pct",
+    "served_stack",
+    "wait_ready",
+]
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -48,6 +59,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser, duration: float) -> Non
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", DEFAULT_REDIS))
     parser.add_argument("--dsn", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DSN))
     parser.add_argument("--storage", choices=["postgres", "memory"], default="postgres")
+    parser.add_argument("--no-raw", action="store_true", help="skip the raw limit (bench._raw)")
 
 
 def _host(url: str) -> str:
@@ -154,3 +166,52 @@ async def measure(
     if errors:
         print(f"  warning: {errors} requests failed", file=sys.stderr)
     return len(latencies), elapsed, latencies
+
+
+@dataclass(frozen=True)
+class Row:
+    """One operation at one concurrency level."""
+
+    name: str
+    clients: int
+    count: int
+    rate: float
+    p50: float
+    p99: float
+
+    @property
+    def kind(self) -> str:
+        """What the raw limit does for it: ``append`` or ``read``."""
+        return "append" if self.name.startswith("append") else "read"
+
+
+async def level(name: str, clients: int, duration: float, call: Callable[[int], Awaitable[bool]]) -> Row:
+    """A warm-up, then ``duration`` seconds of ``clients`` closed loops; printed as it ends."""
+    await measure(clients, min(1.0, duration / 4), call)
+    count, elapsed, lat = await measure(clients, duration, call)
+    row = Row(name, clients, count, count / elapsed, pct(lat, 0.5), pct(lat, 0.99))
+    print(
+        f"  {name:<28} clients={clients:<3} {row.rate:8.0f} req/s"
+        f"  p50 {row.p50:6.2f} ms  p99 {row.p99:6.2f} ms",
+        flush=True,
+    )
+    return row
+
+
+def compare(ours: list[Row], raw: list[Row]) -> None:
+    """Ours against the raw limit measured in the same run: throughput ratio (goal >= 0.6) and p99 ratio
+    (goal at 1 client <= 2)."""
+    limit = {(r.kind, r.clients): r for r in raw}
+    print("\nours / raw limit (same run, same client):")
+    print(
+        f"  {'operation':<28} {'clients':>7} {'ours req/s':>10} {'raw req/s':>10} {'ratio':>6}"
+        f"  {'p99 ours/raw':>14}"
+    )
+    for r in ours:
+        base = limit.get((r.kind, r.clients))
+        if base is None:
+            continue
+        print(
+            f"  {r.name:<28} {r.clients:>7} {r.rate:>10.0f} {base.rate:>10.0f} {r.rate / base.rate:>6.2f}"
+            f"  {r.p99:>5.2f}/{base.p99:<5.2f} ms ({r.p99 / base.p99:.1f}x)"
+        )

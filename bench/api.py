@@ -22,7 +22,9 @@ import json
 
 import httpx
 
-from ._harness import add_stack_arguments, measure, pct, served_stack, wait_ready
+from ._client import RawConnection
+from ._harness import Row, add_stack_arguments, compare, free_port, level, served_stack, wait_ready
+from ._raw import raw_stack
 
 TURN = {
     "messages": [
@@ -40,41 +42,7 @@ async def _ready(url: str) -> bool:
             return False
 
 
-class RawConnection:
-    """A minimal HTTP/1.1 keep-alive client for the measured loop: httpx costs more CPU per request than the
-    server does, and on a small machine the client's CPU would be what gets measured."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def request(self, method: str, target: str, body: bytes = b"") -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}\r\n"
-        if body:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        self.writer.write(head.encode() + b"\r\n" + body)
-        status_line = await self.reader.readline()
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        await self.reader.readexactly(length)
-        return int(status_line.split()[1])
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            await self.writer.wait_closed()
-
-
-async def bench(
-    url: str, levels: list[int], duration: float
-) -> list[tuple[str, int, int, float, float, float]]:
+async def bench(url: str, levels: list[int], duration: float) -> list[Row]:
     limits = httpx.Limits(max_connections=max(levels) + 4, max_keepalive_connections=max(levels) + 4)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as http:
         # The 1,000-message session the reads page through.
@@ -95,34 +63,35 @@ async def bench(
         total = (await http.get("/v1/sessions/bench-read/messages", params={"limit": 1})).json()["total"]
         assert total == 1000, total
 
-        turn = json.dumps(TURN).encode()
+    return await run(url, writers, levels, duration)
 
-        host, port = url.split("//", 1)[1].split(":")
-        conns = [RawConnection(host, int(port)) for _ in range(max(levels))]
 
-        async def append(i: int) -> bool:
-            return await conns[i].request("POST", f"/v1/sessions/{writers[i]}/messages", turn) < 400
+async def run(url: str, writers: list[str], levels: list[int], duration: float) -> list[Row]:
+    """Append a turn, then read the latest 20 of ``bench-read``, at each level, through ``RawConnection``."""
+    turn = json.dumps(TURN).encode()
+    host, port = url.split("//", 1)[1].split(":")
+    conns = [RawConnection(host, int(port)) for _ in range(max(levels))]
 
-        async def read(i: int) -> bool:
-            return await conns[i].request("GET", "/v1/sessions/bench-read/messages?limit=20&order=desc") < 400
+    async def append(i: int) -> bool:
+        return await conns[i].request("POST", f"/v1/sessions/{writers[i]}/messages", turn) < 400
 
-        rows = []
-        try:
-            for name, op in (("append a turn", append), ("read latest 20 of 1,000", read)):
-                for n in levels:
-                    await measure(n, min(1.0, duration / 4), op)  # warm-up
-                    count, elapsed, lat = await measure(n, duration, op)
-                    p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
-                    rows.append((name, n, count, count / elapsed, p50, p99))
-                    print(
-                        f"  {name:<26} clients={n:<3} {count / elapsed:8.0f} req/s  p50 {p50:6.2f} ms"
-                        f"  p99 {p99:6.2f} ms",
-                        flush=True,
-                    )
-        finally:
-            for c in conns:
-                await c.close()
-        return rows
+    async def read(i: int) -> bool:
+        return await conns[i].request("GET", "/v1/sessions/bench-read/messages?limit=20&order=desc") < 400
+
+    try:
+        return [
+            await level(name, n, duration, op)
+            for name, op in (("append a turn", append), ("read latest 20 of 1,000", read))
+            for n in levels
+        ]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def bench_raw(url: str, levels: list[int], duration: float) -> list[Row]:
+    """The same requests against the raw limit (``bench._raw``), whose data is already seeded."""
+    return await run(url, [f"raw-writer-{i}" for i in range(max(levels))], levels, duration)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,7 +105,14 @@ def main(argv: list[str] | None = None) -> None:
             f"Redis {args.redis_url}, {args.duration:g} s per level)"
         )
         asyncio.run(wait_ready(lambda: _ready(stack.http_url), stack.proc))
-        asyncio.run(bench(stack.http_url, levels, args.duration))
+        ours = asyncio.run(bench(stack.http_url, levels, args.duration))
+    if args.no_raw:
+        return
+    with raw_stack(args.redis_url, args.dsn, free_port()) as raw:
+        print(f"raw limit: bare ASGI app (uvicorn, httptools, uvloop) on {raw.url}")
+        asyncio.run(wait_ready(lambda: _ready(raw.url), raw.proc))
+        limit = asyncio.run(bench_raw(raw.url, levels, args.duration))
+    compare(ours, limit)
 
 
 if __name__ == "__main__":

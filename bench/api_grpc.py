@@ -26,7 +26,9 @@ import grpc
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
 
-from ._harness import add_stack_arguments, measure, pct, served_stack, wait_ready
+from . import api
+from ._harness import Row, add_stack_arguments, compare, free_port, level, served_stack, wait_ready
+from ._raw import raw_stack
 
 TURN = [
     pb.Message(role="user", content="Can you check the weather in Lisbon for Saturday? " * 2),
@@ -56,9 +58,7 @@ def _succeeds(op: Op, stubs: list[Any]) -> Callable[[int], Awaitable[bool]]:
     return call
 
 
-async def bench(
-    target: str, levels: list[int], duration: float
-) -> list[tuple[str, int, float, float, float]]:
+async def bench(target: str, levels: list[int], duration: float) -> list[Row]:
     channels = [grpc.aio.insecure_channel(target) for _ in range(max(levels))]
     stubs = [pb_grpc.SessionServiceStub(c) for c in channels]
     try:
@@ -91,24 +91,12 @@ async def bench(
                 pb.GetMessagesRequest(session_id="bench-read", limit=20, strategy="last_n")
             )
 
-        rows = []
         ops: list[tuple[str, Op]] = [
             ("append a turn", append),
             ("latest 20 of 1,000 (desc)", latest),
             ("latest 20 of 1,000 (last_n)", last_n),
         ]
-        for name, op in ops:
-            for n in levels:
-                await measure(n, min(1.0, duration / 4), _succeeds(op, stubs))  # warm-up
-                count, elapsed, lat = await measure(n, duration, _succeeds(op, stubs))
-                p50, p99 = pct(lat, 0.5), pct(lat, 0.99)
-                rows.append((name, n, count / elapsed, p50, p99))
-                print(
-                    f"  {name:<28} clients={n:<3} {count / elapsed:8.0f} req/s"
-                    f"  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms",
-                    flush=True,
-                )
-        return rows
+        return [await level(name, n, duration, _succeeds(op, stubs)) for name, op in ops for n in levels]
     finally:
         for c in channels:
             await c.close()
@@ -125,7 +113,14 @@ def main(argv: list[str] | None = None) -> None:
             f"Redis {args.redis_url}, {args.duration:g} s per level)"
         )
         asyncio.run(wait_ready(lambda: _ready(stack.grpc_target), stack.proc))
-        asyncio.run(bench(stack.grpc_target, levels, args.duration))
+        ours = asyncio.run(bench(stack.grpc_target, levels, args.duration))
+    if args.no_raw:
+        return
+    with raw_stack(args.redis_url, args.dsn, free_port()) as raw:
+        print(f"raw limit: bare ASGI app (uvicorn, httptools, uvloop) on {raw.url}, over HTTP")
+        asyncio.run(wait_ready(lambda: api._ready(raw.url), raw.proc))
+        limit = asyncio.run(api.bench_raw(raw.url, levels, args.duration))
+    compare(ours, limit)
 
 
 if __name__ == "__main__":
