@@ -1,12 +1,12 @@
-"""Commands of the ``sessions`` CLI that run or inspect the projectors.
+"""Commands of the ``sessions`` CLI that run or inspect the projectors: ``project``, ``status``,
+``dead-letters``, ``trim``, ``rebuild``, ``migrate``.
 
-``add_commands(subparsers)`` registers them on the ``sessions`` parser (``service/cli.py`` calls it); every
-subparser sets ``handler``, a function of the parsed arguments returning the exit code, so the entry point
-runs ``sys.exit(args.handler(args))``. ``python -m consumers <command>`` runs the same commands on their own.
-
-Configuration comes from the environment only (``events.settings.LogSettings.from_env()`` and
-``projections.settings.ReadModelSettings.from_env()``). A failure prints one line, ``sessions: <message>
-[<code>]``, on stderr and exits non-zero: 1 for a refusal or an outage, 2 for bad usage, 130 on Ctrl-C.
+``add_commands(subparsers)`` registers them on the one ``sessions`` parser (``service/cli/main.py`` calls
+it). Every subparser sets ``handler``: a coroutine function of the parsed arguments and the settings (read
+from the environment once by the CLI's bootstrap, ``service/cli/bootstrap.py``) returning the exit code. The
+commands raise the project's errors (``CommandError`` for a wrong argument) and never print their own
+failures: the bootstrap turns them into one line and an exit code, the same for every command.
+``open_resources(settings)`` is how a command opens the log and the read model.
 """
 
 from __future__ import annotations
@@ -15,21 +15,21 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TextIO
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, TextIO
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import ConfigurationError, SessionsError, Unavailable
+from events.errors import ConfigurationError, Unavailable
 from events.log import EventLog
 from events.settings import LogSettings
 from projections.api import PROJECTION, ReadModel
+from projections.settings import ReadModelSettings
 
 from .errors import CommandError
 from .leases import LeaseManager
@@ -38,21 +38,30 @@ from .projector import Projector
 from .status import PartitionStatus, partition_status
 from .trim import TrimResult, trim_partitions
 
-__all__ = ["add_commands", "main", "open_resources"]
+__all__ = ["StoreSettings", "add_commands", "open_resources"]
 
-Handler = Callable[[argparse.Namespace], int]
 _ALL = 1_000_000  # "every dead letter" for a listing; far more than any deployment should ever hold
 
 
-@contextlib.asynccontextmanager
-async def open_resources() -> AsyncIterator[tuple[EventLog, ReadModel]]:
-    """The log and the read model the environment configures; closed on exit."""
-    from projections.settings import ReadModelSettings, open_read_model
+class StoreSettings(Protocol):
+    """What the commands need of the settings (``service.settings.ServiceSettings`` has it)."""
 
-    log = EventLog.connect(LogSettings.from_env())
+    @property
+    def log(self) -> LogSettings: ...
+
+    @property
+    def read_model(self) -> ReadModelSettings: ...
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: StoreSettings) -> AsyncIterator[tuple[EventLog, ReadModel]]:
+    """The log and the read model the settings name; closed on exit."""
+    from projections.settings import open_read_model
+
+    log = EventLog.connect(settings.log)
     try:
         await _check_partitions(log)
-        read_model = await open_read_model(ReadModelSettings.from_env())
+        read_model = await open_read_model(settings.read_model)
         try:
             yield log, read_model
         finally:
@@ -77,41 +86,11 @@ async def _check_partitions(log: EventLog) -> None:
         )
 
 
-def _run(body: Callable[[argparse.Namespace], Awaitable[int]]) -> Handler:
-    """Wrap a command: one-line errors, never a traceback."""
-
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return asyncio.run(body(args))  # type: ignore[arg-type]
-        except KeyboardInterrupt:
-            print("sessions: interrupted", file=sys.stderr)
-            return 130
-        except CommandError as e:
-            print(f"sessions: {e.message} [{e.code}]", file=sys.stderr)
-            return 2
-        except SessionsError as e:
-            print(f"sessions: {e.message} [{e.code}]", file=sys.stderr)
-            return 1
-        except ValueError as e:
-            print(f"sessions: {e} [invalid_setting]", file=sys.stderr)
-            return 2
-        except Exception as e:
-            print(f"sessions: unexpected {type(e).__name__}: {e} [internal_error]", file=sys.stderr)
-            return 1
-
-    return handler
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-
-
 # -- project ----------------------------------------------------------------------------------------------
-async def _project(args: argparse.Namespace) -> int:
-    async with open_resources() as (log, read_model):
+async def _project(args: argparse.Namespace, settings: StoreSettings) -> int:
+    async with open_resources(settings) as (log, read_model):
         if args.check:
             return await _check(log, read_model, args.worker_id)
-        _setup_logging()
         projector = Projector(
             log,
             read_model,
@@ -171,8 +150,8 @@ def _fmt_status(rows: list[PartitionStatus], workers: list[str], dead: int, out:
     print(f"lag: {total} events; workers: {', '.join(workers) or 'none'}; dead letters: {dead}", file=out)
 
 
-async def _status(args: argparse.Namespace) -> int:
-    async with open_resources() as (log, read_model):
+async def _status(args: argparse.Namespace, settings: StoreSettings) -> int:
+    async with open_resources(settings) as (log, read_model):
         rows = await partition_status(log, read_model, lag_cap=args.lag_cap)
         workers = await LeaseManager(
             log.redis, log.keys, log.partitions, projection=PROJECTION, worker_id="status"
@@ -187,8 +166,8 @@ async def _status(args: argparse.Namespace) -> int:
 
 
 # -- dead letters ---------------------------------------------------------------------------------------
-async def _dead_letters(args: argparse.Namespace) -> int:
-    async with open_resources() as (log, read_model):
+async def _dead_letters(args: argparse.Namespace, settings: StoreSettings) -> int:
+    async with open_resources(settings) as (log, read_model):
         if args.action == "list":
             letters = await read_model.dead_letters(limit=args.limit, include_retried=args.all)
             for d in letters:
@@ -234,7 +213,16 @@ async def _retry(log: EventLog, read_model: ReadModel, ids: list[int]) -> int:
 
 
 # -- trim -------------------------------------------------------------------------------------------------
-async def _trim(args: argparse.Namespace) -> int:
+async def _trim(args: argparse.Namespace, settings: StoreSettings) -> int:
+    if args.keep is None and args.keep_seconds is None:
+        # With no window, every projected entry would go: a retention is a decision, never a default.
+        raise CommandError(
+            "trim needs an explicit retention: --keep N (the newest N entries of each partition stay),"
+            " --keep-seconds S (the entries of the last S seconds stay), or --keep 0 (everything already"
+            " projected goes)",
+            code="retention_required",
+        )
+
     def show(r: TrimResult) -> None:
         what = f"removed {r.removed}" if r.min_id else "left alone (no checkpoint or inside the window)"
         print(f"trim: partition {r.partition}: {what}, {r.remaining} left", file=sys.stderr)
@@ -245,7 +233,7 @@ async def _trim(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    async with open_resources() as (log, read_model):
+    async with open_resources(settings) as (log, read_model):
         while True:
             results = await trim_partitions(
                 log, read_model, keep=args.keep, keep_seconds=args.keep_seconds, progress=show
@@ -263,10 +251,10 @@ async def _trim(args: argparse.Namespace) -> int:
 
 
 # -- rebuild and migrate ----------------------------------------------------------------------------------
-async def _rebuild(args: argparse.Namespace) -> int:
+async def _rebuild(args: argparse.Namespace, settings: StoreSettings) -> int:
     from projections.rebuild import rebuild
 
-    async with open_resources() as (log, read_model):
+    async with open_resources(settings) as (log, read_model):
         bar = Progress(sys.stderr, "rebuild")
         try:
             result = await rebuild(
@@ -278,22 +266,37 @@ async def _rebuild(args: argparse.Namespace) -> int:
             )
         except asyncio.CancelledError:
             # Ctrl-C: every batch is its own transaction, so the shadow holds whole batches.
-            print("\nsessions: rebuild cancelled; `rebuild --resume` continues it", file=sys.stderr)
+            print("\nrebuild: cancelled; `sessions rebuild --resume` continues it", file=sys.stderr)
             raise
         bar.close()
         print(f"rebuilt: {result}")
         return 0
 
 
-async def _migrate(args: argparse.Namespace) -> int:
-    from projections.settings import ReadModelSettings, migrate
+async def _migrate(args: argparse.Namespace, settings: StoreSettings) -> int:
+    from projections.settings import migrate
 
-    applied: Any = await migrate(ReadModelSettings.from_env())
+    applied: Any = await migrate(settings.read_model)
     print(f"migrations applied: {applied or 'none (up to date)'}")
     return 0
 
 
 # -- registration ---------------------------------------------------------------------------------------
+def _at_least(low: float, kind: type[int] | type[float] = int) -> Any:
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, not {text}")
+        return value
+
+    return parse
+
+
 def add_commands(subparsers: Any) -> None:
     """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild`` and ``migrate``."""
     p = subparsers.add_parser("project", help="run a projector worker (until SIGTERM, or --burst)")
@@ -307,45 +310,51 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--timeout", type=float, default=None, help="with --burst: give up after this many seconds"
     )
-    p.set_defaults(handler=_run(_project))
+    p.set_defaults(handler=_project)
 
     s = subparsers.add_parser("status", help="per partition: head, checkpoint, lag, lease owner")
     s.add_argument("--json", action="store_true")
     s.add_argument("--lag-cap", type=int, default=10_000, help="count lag events up to this many")
-    s.set_defaults(handler=_run(_status))
+    s.set_defaults(handler=_status)
 
     d = subparsers.add_parser("dead-letters", help="list or retry dead-lettered events")
     d.add_argument("action", choices=["list", "retry"])
     d.add_argument(
-        "ids", nargs="*", help="with retry: the ids to report on (a retry rebuilds, which retries them all)"
+        "ids",
+        nargs="*",
+        type=_at_least(1),
+        help="with retry: the ids to report on (a retry rebuilds, which retries them all)",
     )
     d.add_argument("--all", action="store_true", help="with list: include those already retried")
     d.add_argument("--limit", type=int, default=100)
-    d.set_defaults(handler=_run(_dead_letters))
+    d.set_defaults(handler=_dead_letters)
 
-    t = subparsers.add_parser("trim", help="trim the Redis streams below the durable checkpoints")
+    t = subparsers.add_parser(
+        "trim",
+        help="trim the Redis streams below the durable checkpoints (needs --keep N or --keep-seconds S)",
+    )
     window = t.add_mutually_exclusive_group()
     window.add_argument(
-        "--keep", type=int, default=None, help="keep at least the newest N entries per partition"
+        "--keep",
+        type=_at_least(0),
+        default=None,
+        help="keep at least the newest N entries per partition (0: trim everything projected)",
     )
     window.add_argument(
-        "--keep-seconds", type=float, default=None, help="keep the entries of the last S seconds"
+        "--keep-seconds",
+        type=_at_least(0, float),
+        default=None,
+        help="keep the entries of the last S seconds",
     )
-    t.add_argument("--every", type=float, default=None, help="repeat every S seconds (until Ctrl-C)")
-    t.set_defaults(handler=_run(_trim))
+    t.add_argument(
+        "--every", type=_at_least(0.001, float), default=None, help="repeat every S seconds (until Ctrl-C)"
+    )
+    t.set_defaults(handler=_trim)
 
     r = subparsers.add_parser("rebuild", help="rebuild the read models from the archive and the log")
     r.add_argument("--resume", action="store_true", help="continue an interrupted rebuild")
     r.add_argument("--batch-size", type=int, default=1000, help="entries per transaction")
-    r.set_defaults(handler=_run(_rebuild))
+    r.set_defaults(handler=_rebuild)
 
     m = subparsers.add_parser("migrate", help="apply the read models' schema migrations")
-    m.set_defaults(handler=_run(_migrate))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumers", description="Projector workers and tools.")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    handler: Handler = args.handler
-    return handler(args)
+    m.set_defaults(handler=_migrate)

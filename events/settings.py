@@ -3,7 +3,8 @@
 Environment variables (all optional):
 
 =============================  =================  ==========================================================
-``REDIS_URL``                   (embedded)         the Redis of the log; absent: an in-process fakeredis
+``REDIS_URL``                   (embedded)         the Redis of the log (``redis://``, ``rediss://`` or
+                                                   ``unix://``); absent: an in-process fakeredis
 ``SESSIONS_PARTITIONS``         16                 partition streams; fixed for a deployment
 ``SESSIONS_REDIS_PREFIX``       sessions           prefix of every Redis key
 ``SESSIONS_DEDUP_WINDOW_S``     86400              how long a used event id is remembered (idempotency)
@@ -15,6 +16,9 @@ Environment variables (all optional):
 ``SESSIONS_MAX_MEMORY_KEYS``    1000               memory keys in one scope
 ``SESSIONS_MAX_TOOL_CALLS``     128                tool calls in one assistant message
 =============================  =================  ==========================================================
+
+``from_env()`` refuses a value it cannot use with ``ConfigurationError`` (``invalid_setting``,
+``invalid_redis_url``), before anything connects.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Limits", "LogSettings"]
+from events.errors import ConfigurationError
+
+__all__ = ["Limits", "LogSettings", "check_redis_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +77,28 @@ class LogSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LogSettings:
         env = os.environ if env is None else env
-        limits = Limits(**{name: int(env[var]) for name, var in _LIMIT_ENV.items() if env.get(var)})
-        return cls(
-            redis_url=env.get("REDIS_URL") or None,
-            partitions=int(env.get("SESSIONS_PARTITIONS") or 16),
-            prefix=env.get("SESSIONS_REDIS_PREFIX") or "sessions",
-            dedup_window_s=int(env.get("SESSIONS_DEDUP_WINDOW_S") or 86_400),
-            limits=limits,
-        )
+        try:
+            limits = Limits(**{name: int(env[var]) for name, var in _LIMIT_ENV.items() if env.get(var)})
+            settings = cls(
+                redis_url=env.get("REDIS_URL") or None,
+                partitions=int(env.get("SESSIONS_PARTITIONS") or 16),
+                prefix=env.get("SESSIONS_REDIS_PREFIX") or "sessions",
+                dedup_window_s=int(env.get("SESSIONS_DEDUP_WINDOW_S") or 86_400),
+                limits=limits,
+            )
+        except ValueError as e:
+            raise ConfigurationError(f"a log setting is not valid: {e}", code="invalid_setting") from e
+        if settings.redis_url:
+            check_redis_url(settings.redis_url)
+        return settings
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a URL the Redis client cannot use (scheme, port, database), with the client's own reason; the
+    client would otherwise raise it at the first command, far from the setting."""
+    from redis.asyncio.connection import parse_url
+
+    try:
+        parse_url(url)
+    except ValueError as e:
+        raise ConfigurationError(f"REDIS_URL is not usable: {e}", code="invalid_redis_url") from e

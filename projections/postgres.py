@@ -175,6 +175,13 @@ class PostgresReadModel:
             open=False,
         )
         try:
+            # One connection first: a wrong host, port, database, user or password fails now, with the
+            # server's reason, instead of the pool retrying it quietly until its timeout (a host that does
+            # not answer at all: within 2 to 5 s, libpq's connect_timeout).
+            probe = await psycopg.AsyncConnection.connect(
+                conninfo, connect_timeout=max(2, min(5, round(timeout)))
+            )
+            await probe.close()
             await pool.open(wait=True, timeout=timeout)
             if run_migrations:
                 await migrate(pool, schema)

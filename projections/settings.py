@@ -11,6 +11,10 @@ Environment variables (all optional; nothing is read at import time):
 ``SESSIONS_DB_POOL_TIMEOUT_S``  10          seconds to wait for a connection before ``ReadModelUnavailable``
 ==============================  ==========  ==============================================================
 
+A value that cannot be used is refused by the constructor with ``ConfigurationError`` (``invalid_storage``,
+``missing_db_connection_string``, ``invalid_db_connection_string``, ``invalid_schema``, ``invalid_pool``,
+``invalid_setting``), before anything connects.
+
 >>> read_model = await open_read_model(ReadModelSettings.from_env())   # migrations run for postgres
 """
 
@@ -27,7 +31,7 @@ from .api import ReadModel
 from .migrations import check_schema_name
 from .migrations import migrate as migrate_schema
 
-__all__ = ["ENV", "ProjectionSettings", "ReadModelSettings", "migrate", "open_read_model"]
+__all__ = ["ENV", "ProjectionSettings", "ReadModelSettings", "check_dsn", "migrate", "open_read_model"]
 
 ENV = {
     "storage": "SESSION_STORAGE",
@@ -58,6 +62,8 @@ class ReadModelSettings:
             raise ConfigurationError(
                 f"{ENV['storage']}=postgres needs {ENV['dsn']}", code="missing_db_connection_string"
             )
+        if self.storage == "postgres" and self.dsn:
+            check_dsn(self.dsn)
         try:
             check_schema_name(self.schema)
         except ValueError as e:
@@ -84,6 +90,23 @@ class ReadModelSettings:
 
 
 ProjectionSettings = ReadModelSettings  # the name service/app.py imports
+
+
+def check_dsn(dsn: str) -> None:
+    """Refuse a connection string libpq cannot parse, with its reason, before any pool retries it quietly.
+    (A string that parses but names a wrong host, port, user or password fails at the first connection:
+    ``PostgresReadModel.open`` tries one before it fills its pool.)"""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as e:
+        # The DSN itself is not repeated: it may hold a password.
+        raise ConfigurationError(
+            f"{ENV['dsn']} is not a PostgreSQL connection string: {e}".strip(),
+            code="invalid_db_connection_string",
+        ) from e
 
 
 async def open_read_model(settings: ReadModelSettings) -> ReadModel:

@@ -10,10 +10,11 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_HTTP_HOST``        ``127.0.0.1``   address the HTTP API binds to
 ``SESSIONS_HTTP_PORT``        ``8052``        port of the HTTP API
 ``SESSIONS_PORT``             ``50052``       port of the gRPC API (started beside HTTP by ``sessions serve``)
+``SESSIONS_GRPC_HOST``        (HTTP host)     address the gRPC API binds to
 ``SESSIONS_READ_TIMEOUT_S``   ``2``           how long a read waits for the read model to reach its position
 ``SESSIONS_PROJECTOR``        ``1``           ``0``: do not run a projector in the API process
 ``SESSIONS_DEFAULT_TENANT``   ``default``     tenant of requests without an ``X-Tenant-Id`` header
-``SESSIONS_LOG_LEVEL``        ``info``        log level of ``sessions serve``
+``SESSIONS_LOG_LEVEL``        ``info``        log level of every ``sessions`` command (``LOG_FORMAT``)
 ``SESSIONS_ENCRYPTION``       ``on``          ``off``: store what users write in plain (``service.sealing``)
 ``SESSIONS_API_KEYS_FILE``    (none)          the keys file (``sessions keys``); with keys, every request
                                               needs one (``service.security``)
@@ -26,6 +27,10 @@ Every environment variable the service reads is named here (the log's own are in
 Plus the read model's (``projections/settings.py``): ``SESSIONS_DB_POOL_MIN``, ``SESSIONS_DB_POOL_MAX``,
 ``SESSIONS_DB_POOL_TIMEOUT_S``; and the log's (``events/settings.py``): ``SESSIONS_PARTITIONS``,
 ``SESSIONS_REDIS_PREFIX``, ``SESSIONS_DEDUP_WINDOW_S`` and the ``SESSIONS_MAX_*`` limits.
+
+``from_env()`` refuses what it cannot use with ``ConfigurationError`` (``invalid_setting`` and the codes of
+the two settings above), before anything connects or binds. The ``sessions`` command line
+(``service/cli/``) reads the environment this way once per run, for every command.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from service.errors import ConfigurationError
 from service.security.ratelimit import RateLimit, parse_rate_limit
 from service.validation import DEFAULT_MAX_BODY_BYTES
 
-__all__ = ["ENV", "ServiceSettings"]
+__all__ = ["ENV", "LOG_FORMAT", "LOG_LEVELS", "ServiceSettings"]
 
 ENV = {
     # read by projections.settings.ReadModelSettings and events.settings.LogSettings:
@@ -52,6 +57,7 @@ ENV = {
     "http_host": "SESSIONS_HTTP_HOST",
     "http_port": "SESSIONS_HTTP_PORT",
     "grpc_port": "SESSIONS_PORT",
+    "grpc_host": "SESSIONS_GRPC_HOST",
     "read_timeout_s": "SESSIONS_READ_TIMEOUT_S",
     "projector": "SESSIONS_PROJECTOR",
     "default_tenant": "SESSIONS_DEFAULT_TENANT",
@@ -66,12 +72,17 @@ ENV = {
 
 _FALSE = {"0", "false", "no", "off"}
 
+# One format for every line the process logs: ours, uvicorn's and Litestar's (service/cli, service/http).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     http_host: str = "127.0.0.1"
     http_port: int = 8052
     grpc_port: int = 50052
+    grpc_host: str | None = None  # None: the HTTP host
     read_timeout_s: float = 2.0
     projector: bool = True
     default_tenant: str = "default"
@@ -88,6 +99,16 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if self.read_timeout_s <= 0:
             raise ConfigurationError("SESSIONS_READ_TIMEOUT_S must be positive", code="invalid_setting")
+        for name, port in (("http_port", self.http_port), ("grpc_port", self.grpc_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigurationError(
+                    f"{ENV[name]} must be a port number (0 to 65535), not {port}", code="invalid_setting"
+                )
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigurationError(
+                f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}",
+                code="invalid_setting",
+            )
 
     @property
     def storage(self) -> str:
@@ -114,6 +135,7 @@ class ServiceSettings:
                 http_host=get("http_host") or "127.0.0.1",
                 http_port=int(get("http_port") or 8052),
                 grpc_port=int(get("grpc_port") or 50052),
+                grpc_host=get("grpc_host"),
                 read_timeout_s=float(get("read_timeout_s") or 2.0),
                 projector=(get("projector") or "1").lower() not in _FALSE,
                 default_tenant=get("default_tenant") or "default",

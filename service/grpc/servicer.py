@@ -24,7 +24,6 @@ import contextvars
 import functools
 import json
 import logging
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -425,7 +424,7 @@ def create_grpc_server(
 
 
 def grpc_host(settings: ServiceSettings) -> str:
-    return os.environ.get(GRPC_HOST_ENV) or settings.http_host
+    return settings.grpc_host or settings.http_host
 
 
 async def start_grpc_server(

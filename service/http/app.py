@@ -23,6 +23,7 @@ from typing import Any
 
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
 from service.app import Application
@@ -32,7 +33,7 @@ from service.http.middleware import observe
 from service.http.openapi import openapi_document
 from service.http.problems import exception_handlers
 from service.security.gate import Gate
-from service.settings import ServiceSettings
+from service.settings import LOG_FORMAT, ServiceSettings
 
 __all__ = ["create_app", "healthz", "metrics", "openapi_json", "readyz"]
 
@@ -142,4 +143,8 @@ def create_app(
             path="/schema",
         ),
         debug=False,
+        # The root logger is the command line's (service/cli); Litestar's own lines take its format.
+        logging_config=LoggingConfig(
+            configure_root_logger=False, formatters={"standard": {"format": LOG_FORMAT}}
+        ),
     )

@@ -1,6 +1,6 @@
 """The projector commands end to end on the real Redis and PostgreSQL, configured by the environment only:
 migrate, project --burst / --check, status, dead-letters list and retry (after a fix), trim, rebuild, and
-one-line errors. The commands run in-process through ``consumers.cli.main`` (so a test can ship "the fix"),
+one-line errors. The commands run in-process through ``service.cli.run`` (so a test can ship "the fix"),
 except the long-running worker, which runs as a process and is stopped with SIGTERM."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.cli import main
 from events import EventLog, LogSettings
 from events.codec import UPCASTERS
+from service.cli import run as main
 from tests.events.factories import added, created, msg
 from tests.fix_pg import PG_DSN, check_pg
 from tests.fix_redis import REDIS_URL, delete_prefix
@@ -144,7 +144,7 @@ def test_commands_from_migrate_to_rebuild(
 
     code, out, err = run(capsys, "trim", "--keep", "1")
     assert code == 0 and f"trimmed {n - PARTITIONS} entries" in out and "partition 0" in err
-    code, out, err = run(capsys, "trim")
+    code, out, err = run(capsys, "trim", "--keep", "0")
     assert code == 0 and f"trimmed {PARTITIONS} entries" in out
     # The log is empty now; the read models keep everything, and a rebuild from the archive reproduces it.
     code, out, err = run(capsys, "rebuild")
@@ -193,9 +193,9 @@ def test_a_worker_process_is_healthy_while_it_runs_and_exits_0_on_sigterm(
     ("env", "code", "text"),
     [
         ({"SESSIONS_PARTITIONS": "many"}, 2, "invalid_setting"),
-        ({"SESSION_STORAGE": "postgres", "DB_CONNECTION_STRING": ""}, 1, "missing_db_connection_string"),
+        ({"SESSION_STORAGE": "postgres", "DB_CONNECTION_STRING": ""}, 2, "missing_db_connection_string"),
         ({"REDIS_URL": "redis://127.0.0.1:1/0"}, 1, "cannot reach Redis"),
-        ({"SESSIONS_PARTITIONS": "8"}, 1, "partition_count_mismatch"),
+        ({"SESSIONS_PARTITIONS": "8"}, 2, "partition_count_mismatch"),
     ],
 )
 def test_errors_are_one_line_and_non_zero(
@@ -289,7 +289,10 @@ def test_trim_every_runs_rounds_until_sigterm(
     out_file = tmp_path / "trim.out"
     with out_file.open("wb") as out, (tmp_path / "trim.err").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "consumers", "trim", "--every", "0.1"], env=cli_env, stdout=out, stderr=err
+            [sys.executable, "-m", "consumers", "trim", "--keep", "0", "--every", "0.1"],
+            env=cli_env,
+            stdout=out,
+            stderr=err,
         )
     try:
         deadline = time.monotonic() + 30
@@ -302,3 +305,32 @@ def test_trim_every_runs_rounds_until_sigterm(
     rounds = out_file.read_text().splitlines()
     assert rounds[0] == f"trimmed {n} entries from {PARTITIONS} partitions"
     assert rounds[1] == f"trimmed 0 entries from {PARTITIONS} partitions"
+
+
+def test_trim_needs_an_explicit_retention(
+    cli_env: dict[str, str], key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no flags, ``trim`` used to remove every projected entry of every stream: now it refuses, and
+    removes nothing, until the operator names a retention."""
+    n = asyncio.run(_setup(key_prefix))
+    assert run(capsys, "project", "--burst")[0] == 0
+
+    async def lengths() -> int:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            keys = LogSettings(prefix=key_prefix, partitions=PARTITIONS)
+            log = EventLog(client, keys)
+            return sum([int(await client.xlen(log.keys.log(p))) for p in range(PARTITIONS)])
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(lengths()) == n
+    for argv in (["trim"], ["trim", "--every", "1"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err.startswith("sessions: retention_required: trim needs an explicit retention: --keep N")
+        assert asyncio.run(lengths()) == n
+    code, out, _ = run(capsys, "trim", "--keep-seconds", "3600")
+    assert code == 0 and "trimmed 0 entries" in out and asyncio.run(lengths()) == n
+    code, out, _ = run(capsys, "trim", "--keep", "0")
+    assert code == 0 and f"trimmed {n} entries" in out and asyncio.run(lengths()) == 0

@@ -87,6 +87,6 @@ async def test_a_taken_grpc_port_stops_serve_with_a_clear_error() -> None:
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a setting that cannot be used (service/cli: exit codes)
     assert b"sessions: grpc_address_unavailable: gRPC cannot listen on 127.0.0.1:" in err
     assert b"Traceback" not in err

@@ -54,7 +54,21 @@ async def test_forget_user_command(
         assert CANARY not in await dump_read_model(app, pg_schema)
         assert await rows_of(app, pg_schema, "dave") == {"sessions": 0, "memories": 0}
         assert await asyncio.to_thread(_run, ["forget-user", "dave"]) == 0  # again: harmless
-        assert "0 sessions deleted, data key destroyed: no" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "0 sessions deleted, data key destroyed: no" in out
+        assert (
+            "nothing to erase: tenant 'default' has no session, no memory and no data key of user 'dave'"
+            in out
+        )
+        # A user never seen: said so, exit 0 (running an erasure again must stay safe in scripts).
+        assert await asyncio.to_thread(_run, ["forget-user", "nobody-ever"]) == 0
+        assert "nothing to erase" in capsys.readouterr().out
+        # Someone with data is not "nothing to erase".
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            await write_user(http, "erin", ["s-erin"])
+        assert await asyncio.to_thread(_run, ["forget-user", "erin"]) == 0
+        out = capsys.readouterr().out
+        assert "nothing to erase" not in out and "1 sessions deleted, data key destroyed: yes" in out
     finally:
         await close_application(app, log, "real")
 
@@ -66,3 +80,29 @@ def test_forget_user_refuses_the_embedded_service(
         monkeypatch.delenv(name, raising=False)
     assert _run(["forget-user", "erin"]) == 2
     assert "embedded" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["forget-user", "a/b"], "invalid_id"),
+        (["forget-user", "bad\x00id"], "invalid_id"),
+        (["forget-user", "x" * 257], "invalid_id"),
+        (["forget-user", "--tenant", "Not A Tenant", "alice"], "invalid_tenant"),
+    ],
+)
+def test_forget_user_refuses_an_id_the_api_refuses(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], code: str
+) -> None:
+    """The same check as the API (service.validation), before anything is opened: exit 2, one line."""
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("SESSION_STORAGE", "postgres")
+    monkeypatch.setenv("DB_CONNECTION_STRING", PG_DSN)
+    monkeypatch.setenv("SESSIONS_REDIS_PREFIX", "never-used-by-a-refused-forget")
+    assert _run(argv) == 2
+    captured = capsys.readouterr()
+    assert (
+        captured.out == ""
+        and captured.err.startswith(f"sessions: {code}: ")
+        and captured.err.count("\n") == 1
+    )

@@ -220,7 +220,7 @@ def test_serve_refuses_an_open_public_bind_before_opening_anything(
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "--host", "0.0.0.0", "--port", "1"])
-    assert exit_.value.code == 1
+    assert exit_.value.code == 2  # a configuration refused (service/cli: exit codes)
     assert "insecure_bind" in capsys.readouterr().err
 
 
