@@ -1,5 +1,5 @@
-"""The HTTP side of ``service.security``: one Litestar guard on every route, run after routing and before the body
-is read, so a request without a valid key never gets its body parsed.
+"""The HTTP side of ``service.security``: one Litestar guard on every route, run after routing and
+before the body is read, so a request without a valid key never gets its body parsed.
 
 Public (no key): ``/healthz``, ``/readyz``, ``/openapi.json`` and the OpenAPI pages under ``/schema`` (they
 carry no tenant data). Admin: ``/metrics``, ``POST /v1/events``, ``POST /v1/users/{id}/forget``,

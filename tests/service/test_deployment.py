@@ -115,9 +115,11 @@ def test_the_api_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.count("req/s") == 4 and "clients=2" in out
 
 
-def test_the_api_benchmark_measures_the_raw_limit_in_the_same_run(capsys: pytest.CaptureFixture[str]) -> None:
-    """``bench api`` also drives the bare ASGI app (``bench._raw``) with the same client, and prints ours / raw
-    for each operation and level (figures are not checked)."""
+def test_the_api_benchmark_measures_the_raw_limit_in_the_same_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``bench api`` also drives the bare ASGI app (``bench._raw``) with the same client, and prints
+    ours / raw for each operation and level (figures are not checked)."""
     from bench import api
 
     api.main(["--duration", "0.3", "--clients", "1,2", "--storage", "memory"])
