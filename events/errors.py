@@ -8,6 +8,7 @@ status) and a message a person understands. Driver errors are converted at the b
     ├── InvalidEvent                   the input breaks a rule: bad shape, size limit, unknown tool call, ...
     │   ├── LimitExceeded              a configured size or count limit
     │   └── UndecodableEvent           a stored entry that cannot be read as a known event (dead-lettered)
+    ├── BadRequest                     the request's own arguments are malformed (a position, a cursor)
     ├── NotFound                       the session (or memory key) does not exist
     │   └── SessionDeleted             the session existed and was deleted
     ├── PermissionDenied               the session belongs to another user
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BadRequest",
     "ConfigurationError",
     "Conflict",
     "DuplicateEventId",
@@ -63,6 +65,10 @@ class LimitExceeded(InvalidEvent):
 
 class UndecodableEvent(InvalidEvent):
     code = "undecodable_event"
+
+
+class BadRequest(SessionsError):
+    code = "invalid_request"
 
 
 class NotFound(SessionsError):

@@ -5,6 +5,9 @@ platform = GenAIPlatform()  # GENAI_GATEWAY_URL, else localhost:50052
 session = platform.sessions.get_or_create("user-123")
 platform.sessions.add_messages(session.session_id, [{"role": "user", "content": "Hi"}])
 messages, total = platform.sessions.get_messages(session.session_id, limit=20)
+
+It loads gRPC and protobuf and nothing of the server (its errors come from the light ``events.errors`` and
+``service.errors``); ``tests/test_light_imports.py`` keeps it so.
 """
 
 from .errors import (

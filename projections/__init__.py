@@ -10,37 +10,47 @@
 * ``projections.errors``: what they raise.
 
 ``projections.postgres`` (and its pool) is not imported here: the embedded default never loads it.
+
+``projections.rebuild`` is the module (its entry point: ``projections.rebuild.rebuild``). The names below load
+on first use (PEP 562): importing ``projections.api`` (the records, shared with the SDK) loads no driver.
 """
 
-from .api import (
-    PROJECTION,
-    AuditFilter,
-    AuditPage,
-    AuditRecord,
-    BatchOutcome,
-    Checkpoint,
-    DeadLetter,
-    MemoryRecord,
-    MessagePage,
-    MessageRecord,
-    ReadModel,
-    SessionPage,
-    SessionRecord,
-    position_key,
-)
-from .errors import (
-    AlreadyApplied,
-    FencedOut,
-    InvalidBatch,
-    InvalidCursor,
-    MigrationError,
-    PoisonEvent,
-    ReadModelError,
-    ReadModelUnavailable,
-)
-from .memory import InMemoryReadModel
-from .rebuild import RebuildProgress, RebuildResult, rebuild
-from .settings import ReadModelSettings, open_read_model
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from events import lazy
+
+if TYPE_CHECKING:
+    from .api import (
+        PROJECTION,
+        AuditFilter,
+        AuditPage,
+        AuditRecord,
+        BatchOutcome,
+        Checkpoint,
+        DeadLetter,
+        MemoryRecord,
+        MessagePage,
+        MessageRecord,
+        ReadModel,
+        SessionPage,
+        SessionRecord,
+        position_key,
+    )
+    from .errors import (
+        AlreadyApplied,
+        FencedOut,
+        InvalidBatch,
+        InvalidCursor,
+        MigrationError,
+        PoisonEvent,
+        ReadModelError,
+        ReadModelUnavailable,
+    )
+    from .memory import InMemoryReadModel
+    from .rebuild import RebuildProgress, RebuildResult
+    from .settings import ReadModelSettings, open_read_model
 
 __all__ = [
     "PROJECTION",
@@ -70,5 +80,50 @@ __all__ = [
     "SessionRecord",
     "open_read_model",
     "position_key",
-    "rebuild",
 ]
+
+_HOME: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "PROJECTION",
+            "AuditFilter",
+            "AuditPage",
+            "AuditRecord",
+            "BatchOutcome",
+            "Checkpoint",
+            "DeadLetter",
+            "MemoryRecord",
+            "MessagePage",
+            "MessageRecord",
+            "ReadModel",
+            "SessionPage",
+            "SessionRecord",
+            "position_key",
+        ],
+        "api",
+    ),
+    **dict.fromkeys(
+        [
+            "AlreadyApplied",
+            "FencedOut",
+            "InvalidBatch",
+            "InvalidCursor",
+            "MigrationError",
+            "PoisonEvent",
+            "ReadModelError",
+            "ReadModelUnavailable",
+        ],
+        "errors",
+    ),
+    "InMemoryReadModel": "memory",
+    **dict.fromkeys(["RebuildProgress", "RebuildResult"], "rebuild"),
+    **dict.fromkeys(["ReadModelSettings", "open_read_model"], "settings"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return lazy.load(__name__, _HOME, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from events.codec import RawEntry
+from events.positions import position_key
 
 __all__ = [
     "PROJECTION",
@@ -47,14 +48,6 @@ __all__ = [
 # The one projection: sessions, messages, memories and the archive, applied together.
 PROJECTION = "read_models"
 Order = Literal["asc", "desc"]
-
-
-def position_key(position: str | None) -> tuple[int, int]:
-    """Sort key of a stream entry id; None (nothing yet) sorts first."""
-    if not position:
-        return (0, 0)
-    ms, _, seq = position.partition("-")
-    return (int(ms), int(seq or 0))
 
 
 class SessionRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,12 +14,12 @@ fails with ``NotCaughtUp`` (HTTP 503 with Retry-After), never with stale data.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from events.codec import RawEntry
+from events.positions import Positions, format_positions, merge_positions, parse_positions, position_key
 from projections.api import (
     PROJECTION,
     AuditFilter,
@@ -33,9 +33,8 @@ from projections.api import (
     ReadModel,
     SessionPage,
     SessionRecord,
-    position_key,
 )
-from service.errors import BadRequest, NotCaughtUp
+from service.errors import NotCaughtUp
 
 __all__ = [
     "Consistency",
@@ -46,43 +45,8 @@ __all__ = [
     "parse_positions",
 ]
 
-Positions = dict[int, str]
-"""partition -> stream entry id (``<ms>-<seq>``)."""
-
-_TOKEN = re.compile(r"^(\d{1,5}):(\d{1,20})-(\d{1,20})$")
 _MIN_POLL_S = 0.001
 _MAX_POLL_S = 0.02
-
-
-def parse_positions(text: str | None) -> Positions:
-    """``"3:1700000000000-0,5:1700000000001-2"`` -> ``{3: "1700000000000-0", 5: "1700000000001-2"}``."""
-    out: Positions = {}
-    if not text:
-        return out
-    for token in text.split(","):
-        token = token.strip()
-        if not token:
-            continue
-        m = _TOKEN.match(token)
-        if m is None:
-            raise BadRequest(
-                f"position {token!r} is not <partition>:<ms>-<seq> (as writes return it)",
-                code="invalid_position",
-            )
-        merge_positions(out, {int(m.group(1)): f"{m.group(2)}-{m.group(3)}"})
-    return out
-
-
-def format_positions(positions: Mapping[int, str]) -> str:
-    return ",".join(f"{p}:{pos}" for p, pos in sorted(positions.items()))
-
-
-def merge_positions(into: Positions, other: Mapping[int, str | None]) -> Positions:
-    """Keep, per partition, the later of the two positions."""
-    for p, pos in other.items():
-        if pos and position_key(pos) > position_key(into.get(p)):
-            into[p] = pos
-    return into
 
 
 class Consistency:

@@ -7,7 +7,7 @@ the SDK raises the same classes again from a problem+json reply, so a caller han
     ├── InvalidEvent                  422 (the log's rules)
     │   ├── LimitExceeded             413
     │   └── UndecodableEvent          422
-    ├── BadRequest                    400 the request itself: bad JSON or field, cursor or position
+    ├── BadRequest                    400 the request itself: bad JSON or field, cursor, position (events)
     ├── NotFound                      404
     │   └── SessionDeleted            410
     ├── PermissionDenied              403 (insufficient_role, tenant_mismatch: service.security)
@@ -23,6 +23,7 @@ the SDK raises the same classes again from a problem+json reply, so a caller han
 from __future__ import annotations
 
 from events.errors import (
+    BadRequest,
     ConfigurationError,
     Conflict,
     DuplicateEventId,
@@ -55,10 +56,6 @@ __all__ = [
     "error_class_for_code",
     "status_of",
 ]
-
-
-class BadRequest(SessionsError):
-    code = "invalid_request"
 
 
 class Unauthenticated(SessionsError):

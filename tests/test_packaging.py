@@ -51,3 +51,16 @@ def test_schema_prose_is_independent_of_docstring_indentation() -> None:
     dedented = "First line of a docstring that goes on\nto a second, indented line.\n\nAnother paragraph."
     expected = "First line of a docstring that goes on to a second, indented line.\n\nAnother paragraph."
     assert _prose(indented) == _prose(dedented) == expected
+
+
+def test_every_package_is_installed_and_type_checked() -> None:
+    # A package missing from the list works from the source tree and is absent from the wheel (the image).
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]
+    listed = set(tool["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in ROOT.glob("*/**/__init__.py")
+        if init.parent.relative_to(ROOT).parts[0] in {p.split(".")[0] for p in listed}
+    }
+    assert sorted(on_disk - listed) == []
+    assert {"sessions_sdk", "genai_platform", "service"} <= set(tool["mypy"]["packages"])

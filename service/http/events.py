@@ -18,14 +18,13 @@ from service.errors import BadRequest
 from service.http.dependencies import App, At, Ctx
 from service.http.guard import principal_of
 from service.http.problems import error_responses
-from service.http.replies import written
+from service.http.replies import positions_of, written
 from service.http.shapes import (
     AuditReply,
     Position,
     PublishedAggregate,
     PublishReply,
     PublishRequest,
-    positions_of,
 )
 
 __all__ = ["audit_events", "forget_user", "publish_events", "session_events"]

@@ -12,14 +12,13 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from service.errors import BadRequest
 from service.http.dependencies import App, At, Ctx
 from service.http.problems import error_responses
-from service.http.replies import written
+from service.http.replies import positions_of, written
 from service.http.shapes import (
     ClearReply,
     MemoriesReply,
     MemoryDeleteReply,
     MemoryPut,
     MemorySaveReply,
-    positions_of,
 )
 
 __all__ = ["clear_memory", "delete_memory", "get_memory", "save_memory"]

@@ -12,7 +12,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from service.http.dependencies import App, At, Ctx
 from service.http.problems import error_responses
-from service.http.replies import written
+from service.http.replies import positions_of, session_reply, written
 from service.http.shapes import (
     AddMessages,
     AppendReply,
@@ -21,8 +21,6 @@ from service.http.shapes import (
     SessionDeleteReply,
     SessionReply,
     SessionsReply,
-    positions_of,
-    session_reply,
 )
 from service.windows import read_window, refuse_paging
 

@@ -1,7 +1,12 @@
-"""The JSON shapes of the HTTP API (requests and replies), shared by the server and the SDK.
+"""The JSON shapes of the HTTP API (requests and replies), shared by the server and the SDK
+(``sessions_sdk``).
 
 Times are RFC 3339 strings; positions are ``{"partition": p, "id": "<ms>-<seq>"}`` in bodies and
 ``<p>:<ms>-<seq>`` (comma-separated) in the ``X-Session-Position`` header.
+
+Light on purpose: only msgspec and the light contract modules (``events.schema``, ``projections.api``), so the
+SDK can use these Structs without loading the server. Builders from the server's own types (``positions_of``,
+``session_reply``) are in ``service.http.replies``.
 """
 
 from __future__ import annotations
@@ -11,9 +16,8 @@ from typing import Annotated, Any
 
 from msgspec import Meta, Struct, field
 
-from events.log import AppendResult
 from events.schema import Message
-from projections.api import AuditRecord, MessageRecord, SessionRecord
+from projections.api import AuditRecord, MessageRecord
 
 __all__ = [
     "POSITION_HEADER",
@@ -35,8 +39,6 @@ __all__ = [
     "SessionDeleteReply",
     "SessionReply",
     "SessionsReply",
-    "positions_of",
-    "session_reply",
 ]
 
 POSITION_HEADER = "X-Session-Position"
@@ -51,10 +53,6 @@ SessionId = Annotated[
 class Position(Struct, frozen=True):
     partition: int
     id: str
-
-
-def positions_of(*results: AppendResult) -> list[Position]:
-    return [Position(r.partition, r.position) for r in results if r.position]
 
 
 # -- requests ---------------------------------------------------------------------------------------------
@@ -94,19 +92,6 @@ class SessionReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
     message_count: int
     version: int
     created: bool | None = None  # only on get-or-create: whether this call created it
-
-
-def session_reply(record: SessionRecord, created: bool | None = None) -> SessionReply:
-    return SessionReply(
-        session_id=record.session_id,
-        user_id=record.user_id,
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        metadata=record.metadata,
-        message_count=record.message_count,
-        version=record.version,
-        created=created,
-    )
 
 
 class SessionsReply(Struct, frozen=True, kw_only=True, omit_defaults=True):
