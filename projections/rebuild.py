@@ -7,8 +7,8 @@ Use::
 
     result = await rebuild(read_model, log, progress=show, batch=1000, resume=True)
 
-* ``read_model``: the live read model (``InMemoryReadModel`` or ``PostgresReadModel``); it keeps serving, and
-  its projectors keep applying, for the whole rebuild.
+* ``read_model``: the live read model (any ``projections.api.ReadModel``); it keeps serving, and its
+  projectors keep applying, for the whole rebuild.
 * ``log``: the ``events.EventLog``.
 * ``progress``: called after every batch with one ``RebuildProgress``: ``done`` and ``total`` events,
   ``rate`` (events/s), ``eta_s`` (seconds left, None while unknown) and ``phase`` (``"archive"``, ``"log"``,
@@ -36,18 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
 
 import msgspec
 
 from events.codec import RawEntry
 from events.log import EventLog
 
-from .api import PROJECTION, BatchOutcome, Checkpoint, position_key
+from .api import PROJECTION, ReadModel, position_key
 from .errors import PoisonEvent
 
-__all__ = ["RebuildProgress", "RebuildResult", "Rebuildable", "rebuild"]
+__all__ = ["RebuildProgress", "RebuildResult", "rebuild"]
 
 REBUILD_EPOCH = 0  # the shadow has one writer, the rebuild; the switch carries the live epochs over
 
@@ -68,43 +67,6 @@ class RebuildResult(msgspec.Struct, frozen=True, kw_only=True):
 
     def __str__(self) -> str:
         return f"{self.events} events in {self.seconds:.1f}s, {self.dead_lettered} dead-lettered"
-
-
-@runtime_checkable
-class Rebuildable(Protocol):
-    """What a read model offers a rebuild (both implementations do)."""
-
-    async def replay(self, partition: int, after: str | None, limit: int) -> list[RawEntry]: ...
-
-    async def replay_size(self) -> int: ...
-
-    async def open_shadow(self, *, fresh: bool = False) -> Any: ...
-
-    async def switch_to(self, shadow: Any, projection: str = PROJECTION) -> None: ...
-
-    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]: ...
-
-    async def apply_batch(
-        self,
-        partition: int,
-        entries: Sequence[RawEntry],
-        *,
-        expected: str | None,
-        epoch: int,
-        projection: str = PROJECTION,
-    ) -> BatchOutcome: ...
-
-    async def dead_letter(
-        self,
-        partition: int,
-        entry: RawEntry,
-        error: str,
-        *,
-        attempts: int,
-        expected: str | None,
-        epoch: int,
-        projection: str = PROJECTION,
-    ) -> str: ...
 
 
 class _Run:
@@ -129,7 +91,7 @@ class _Run:
 
 
 async def _apply(
-    shadow: Rebuildable,
+    shadow: ReadModel,
     partition: int,
     entries: list[RawEntry],
     position: str | None,
@@ -168,7 +130,7 @@ async def _apply(
 
 
 async def rebuild(
-    read_model: Any,
+    read_model: ReadModel,
     log: EventLog,
     *,
     progress: Callable[[RebuildProgress], object] | None = None,
@@ -177,10 +139,6 @@ async def rebuild(
     projection: str = PROJECTION,
 ) -> RebuildResult:
     """Rebuild ``read_model`` from its archive and ``log``, then switch over. See the module docstring."""
-    if not isinstance(read_model, Rebuildable):
-        raise TypeError(
-            f"{type(read_model).__name__} cannot be rebuilt (it has no replay/open_shadow/switch_to)"
-        )
     if batch < 1:
         raise ValueError("batch must be at least 1")
     shadow = await read_model.open_shadow(fresh=not resume)
