@@ -556,6 +556,11 @@ class PostgresReadModel(ReadModel):
         the names and continue on the new ones, which hold at least what the old ones held."""
         if not isinstance(shadow, PostgresReadModel) or shadow.schema != self.shadow_schema():
             raise ValueError("switch_to takes the shadow that open_shadow returned")
+        if catch_up is not None and self.pool.max_size < 2:
+            # The catch-up would wait for a connection this switch holds, until the pool times out.
+            raise ReadModelError(
+                "a rebuild's switch needs a pool of 2 connections at least (SESSIONS_DB_POOL_MAX)"
+            )
         live, new = self.sql.q, shadow.sql.q
         old = f'"{self.schema[:50]}__replaced"'
         async with self._conn() as conn, conn.transaction():

@@ -12,9 +12,9 @@ import pytest
 from events import EventLog
 from projections import apply as apply_module
 from projections import store
-from projections.api import ReadModel
+from projections.api import Checkpoint, ReadModel
 from projections.apply import decode
-from projections.errors import FencedOut, ReadModelUnavailable
+from projections.errors import FencedOut, ReadModelError, ReadModelUnavailable
 from projections.memory import InMemoryReadModel
 from projections.migrations import migrate, migrations
 from projections.postgres import PostgresReadModel, _version_ranges
@@ -46,6 +46,21 @@ async def test_pending_migrations_name_what_the_schema_lacks(pg_schema: str) -> 
     finally:
         await rm.close()
     await rm.close()  # idempotent
+
+
+async def test_a_switch_with_a_catch_up_needs_two_connections(pg_schema: str) -> None:
+    rm = await PostgresReadModel.open(PG_DSN, pg_schema, min_size=1, max_size=1)
+    try:
+        shadow = await rm.open_shadow()
+
+        async def catch_up(live: dict[int, Checkpoint]) -> None:
+            raise AssertionError("not reached")
+
+        with pytest.raises(ReadModelError) as e:
+            await rm.switch_to(shadow, catch_up=catch_up)
+        assert "SESSIONS_DB_POOL_MAX" in e.value.message
+    finally:
+        await rm.close()
 
 
 def terminate(rm: PostgresReadModel) -> None:
