@@ -65,9 +65,7 @@ async def open_resources(settings: StoreSettings) -> AsyncIterator[tuple[EventLo
         try:
             yield log, read_model
         finally:
-            close = getattr(read_model, "close", None)
-            if close is not None:
-                await close()
+            await read_model.close()
     finally:
         await log.close()
 

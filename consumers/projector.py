@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -40,7 +40,7 @@ from .errors import NotCaughtUp
 from .leases import Lease, LeaseManager, quota, rebalance_plan
 from .status import PartitionStatus, partition_status
 
-__all__ = ["OUTAGES", "Projector", "ProjectorStats", "default_worker_id"]
+__all__ = ["OUTAGES", "OnCommit", "Projector", "ProjectorStats", "default_worker_id"]
 
 log = logging.getLogger("consumers.projector")
 
@@ -53,6 +53,11 @@ OUTAGES: tuple[type[BaseException], ...] = (
     psycopg.InterfaceError,
     OSError,
 )
+
+
+OnCommit = Callable[[int, str], object]
+"""Called with (partition, new checkpoint position) after each commit of this worker (a batch or a dead
+letter): how ``service.app`` wakes the reads waiting on that position (``Consistency.notify``)."""
 
 
 def default_worker_id() -> str:
@@ -90,7 +95,8 @@ def _poison_index(error: PoisonEvent, entries: Sequence[RawEntry]) -> int | None
 
 class Projector:
     """A worker of one projection. Use ``run(stop)`` for a long-lived worker (in-process or as a process) and
-    ``run_until_caught_up()`` for a burst that returns once its partitions reach their heads."""
+    ``run_until_caught_up()`` for a burst that returns once its partitions reach their heads. ``on_commit``
+    hears of every checkpoint this worker moves, right after the commit (it must not raise or block)."""
 
     def __init__(
         self,
@@ -106,6 +112,7 @@ class Projector:
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,
         concurrency: int = 4,
+        on_commit: OnCommit | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -116,6 +123,7 @@ class Projector:
         self.concurrency = concurrency  # partitions applied at once (each on its own connection)
         self.log = log
         self.read_model = read_model
+        self.on_commit = on_commit
         self.worker_id = worker_id or default_worker_id()
         self.projection = projection
         self.batch_size = batch_size
@@ -320,6 +328,8 @@ class Projector:
                 chunks[0:0] = await self._split_poison(partition, chunk, e)
                 continue
             self._positions[partition] = outcome.position
+            if self.on_commit is not None:
+                self.on_commit(partition, outcome.position)
             if self._attempts:  # an entry that failed before and went through on a retry
                 for entry in chunk:
                     self._attempts.pop((partition, entry.position), None)
@@ -375,6 +385,8 @@ class Projector:
         )
         del self._attempts[key]
         self._positions[partition] = bad.position
+        if self.on_commit is not None:
+            self.on_commit(partition, bad.position)
         self.stats.dead_lettered += 1
         return [after] if after else []
 

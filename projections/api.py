@@ -2,7 +2,7 @@
 
 Two implementations keep this contract (``projections.memory.InMemoryReadModel`` for the embedded default and
 fast tests; ``projections.postgres.PostgresReadModel`` for production) and one contract test suite runs
-against both (``tests/projections/test_contract.py``).
+against both (``tests/projections/contract.py``, which each backend's tests subclass).
 
 Conventions
 -----------
@@ -18,9 +18,10 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import msgspec
 
@@ -33,6 +34,7 @@ __all__ = [
     "AuditPage",
     "AuditRecord",
     "BatchOutcome",
+    "CatchUp",
     "Checkpoint",
     "DeadLetter",
     "MemoryRecord",
@@ -160,18 +162,39 @@ class BatchOutcome(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int = 0  # entries the (aggregate, version) guard found already applied (and did not apply again)
 
 
-class ReadModel(Protocol):
-    """Queries (the service) and the write side (projectors) of a read model."""
+CatchUp = Callable[[dict[int, Checkpoint]], Awaitable[None]]
+"""``switch_to``'s hook: called with the live checkpoints while the live writers are held off."""
+
+
+class ReadModel(ABC):
+    """Everything the service (queries, ``readyz``), the projectors, a rebuild and the CLI ask of a read
+    model.
+
+    Abstract: each backend implements all of it (nobody above probes with ``getattr``), and one contract
+    suite (``tests/projections/contract.py``) holds every backend to it."""
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    @abstractmethod
+    async def close(self) -> None:
+        """Release what the read model holds (a pool it opened). Idempotent."""
+
+    @abstractmethod
+    async def pending_migrations(self) -> list[int]:
+        """Versions of the shipped migrations the store lacks (empty: up to date; always empty in memory).
+        Raises ``ReadModelUnavailable`` when the store cannot be reached."""
 
     # -- queries ---------------------------------------------------------------------------------------
+    @abstractmethod
     async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
         """The session, deleted or not (``deleted`` says); None if never created."""
 
+    @abstractmethod
     async def list_sessions(
         self, tenant: str, user_id: str, *, limit: int = 50, after: str | None = None
     ) -> SessionPage:
         """A user's live sessions, most recently updated first."""
 
+    @abstractmethod
     async def get_messages(
         self,
         tenant: str,
@@ -186,6 +209,7 @@ class ReadModel(Protocol):
         """A page of a live session's messages. ``limit`` None or 0: all. ``offset`` skips that many in the
         chosen order (the original API); ``after``/``before`` are keyset cursors."""
 
+    @abstractmethod
     async def get_memory(
         self,
         tenant: str,
@@ -198,13 +222,20 @@ class ReadModel(Protocol):
         """No session_id: the user scope. session_id: that session's scope, or with ``merged`` both scopes,
         the session's value winning. ``key``: only that key (an empty dict when missing)."""
 
+    @abstractmethod
     async def audit(self, flt: AuditFilter, *, limit: int = 100, after: str | None = None) -> AuditPage:
         """Archived events matching the filter, oldest first (recorded_at, then partition and position)."""
 
+    @abstractmethod
     async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
         """The checkpoint of every partition that has one."""
 
+    @abstractmethod
+    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
+        """Dead letters, oldest first; ``limit`` 0: all."""
+
     # -- write side (projectors) -----------------------------------------------------------------------
+    @abstractmethod
     async def apply_batch(
         self,
         partition: int,
@@ -223,6 +254,7 @@ class ReadModel(Protocol):
         An entry that cannot be decoded or applied raises ``projections.errors.PoisonEvent`` naming it, with
         nothing written; the caller retries and then calls ``dead_letter``."""
 
+    @abstractmethod
     async def dead_letter(
         self,
         partition: int,
@@ -236,4 +268,32 @@ class ReadModel(Protocol):
     ) -> str:
         """Record a poison entry and move the checkpoint past it, in one transaction (same CAS)."""
 
-    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]: ...
+    # -- rebuild (projections.rebuild) -----------------------------------------------------------------
+    @abstractmethod
+    async def replay(self, partition: int, after: str | None, limit: int) -> list[RawEntry]:
+        """What this read model holds of a partition after ``after``, in order, at most ``limit``: its
+        archived events and its (not retried) dead letters, as the stream entries they came from."""
+
+    @abstractmethod
+    async def replay_size(self) -> int:
+        """How many entries ``replay`` yields over every partition from the start."""
+
+    @abstractmethod
+    async def open_shadow(self, *, fresh: bool = False) -> ReadModel:
+        """An empty read model of the same kind to rebuild into, beside this one. The shadow of an
+        unfinished rebuild is kept (its checkpoints are the rebuild's progress) unless ``fresh``."""
+
+    @abstractmethod
+    async def switch_to(
+        self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
+    ) -> None:
+        """Serve ``shadow``'s state from now on: the one ``open_shadow`` returned.
+
+        Invisible to readers: first every writer of this model is held off (a batch waits; reads go on),
+        then ``catch_up`` is awaited with this model's checkpoints as they now stand, to bring the shadow
+        at least as far (``projections.rebuild`` applies the missing entries), then the state is swapped in
+        one step and the writers let go. So the served state never goes back: no checkpoint moves
+        backwards, and a read that saw a checkpoint before the swap finds at least those rows after it.
+        The checkpoints keep the shadow's positions and take the newest fencing epoch of either side, so a
+        projector holding a lease goes on (if the shadow went further, it is refused once on the position
+        and reloads). If ``catch_up`` raises, nothing is swapped and the error propagates."""

@@ -5,11 +5,14 @@ state lives in one ``_Tables`` object, so a rebuild switches over by replacing t
 
 Asyncio safety: no method awaits between reading and writing its state, so each call is atomic with respect
 to every other coroutine (no lock needed). ``apply_batch`` computes the whole batch first and only then
-mutates, so a poison entry or a refused compare-and-set leaves nothing written. Not thread-safe.
+mutates, so a poison entry or a refused compare-and-set leaves nothing written. The one wait is at the start
+of a write: while ``switch_to`` brings a shadow up to date, writers wait for it, then write to the new
+state. Not thread-safe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,12 +28,14 @@ from .api import (
     AuditPage,
     AuditRecord,
     BatchOutcome,
+    CatchUp,
     Checkpoint,
     DeadLetter,
     MemoryRecord,
     MessagePage,
     MessageRecord,
     Order,
+    ReadModel,
     SessionPage,
     SessionRecord,
     position_key,
@@ -160,7 +165,7 @@ class _Tables:
             self.event_ids[row.event_id] = row.aggregate
 
 
-class InMemoryReadModel:
+class InMemoryReadModel(ReadModel):
     """``projections.api.ReadModel`` in process memory. ``clock`` stamps checkpoints and dead letters only
     (operational records); the read models themselves take every time from the events."""
 
@@ -168,9 +173,19 @@ class InMemoryReadModel:
         self._t = _Tables()
         self._clock = clock
         self._shadow: InMemoryReadModel | None = None
+        self._switching: asyncio.Event | None = None  # set while switch_to holds the writers off
 
     async def close(self) -> None:
-        """Nothing to release (the same call as the PostgreSQL read model's)."""
+        """Nothing to release."""
+
+    async def pending_migrations(self) -> list[int]:
+        """Nothing to migrate: the state is built in this process, in the current shape."""
+        return []
+
+    async def _writable(self) -> None:
+        """Wait while a switch is under way (it returns at once otherwise, without yielding)."""
+        while self._switching is not None:
+            await self._switching.wait()
 
     # -- queries ---------------------------------------------------------------------------------------
     async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
@@ -297,6 +312,7 @@ class InMemoryReadModel:
         projection: str = PROJECTION,
     ) -> BatchOutcome:
         check_batch(partition, entries, expected)
+        await self._writable()
         self._cas(projection, partition, expected, epoch)
         t = self._t
         events = [decode(entry) for entry in entries]
@@ -321,6 +337,7 @@ class InMemoryReadModel:
         projection: str = PROJECTION,
     ) -> str:
         check_batch(partition, [entry], expected)
+        await self._writable()
         self._cas(projection, partition, expected, epoch)
         t = self._t
         letter = DeadLetter(
@@ -372,12 +389,24 @@ class InMemoryReadModel:
             self._shadow = InMemoryReadModel(clock=self._clock)
         return self._shadow
 
-    async def switch_to(self, shadow: InMemoryReadModel, projection: str = PROJECTION) -> None:
-        """Serve ``shadow``'s state from now on (atomically). The checkpoints keep the shadow's positions and
-        take the newest epoch of either side, so a projector still holding a lease is not fenced out by the
-        rebuild (it is refused once, on the position, and reloads)."""
-        if shadow is not self._shadow:
+    async def switch_to(
+        self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
+    ) -> None:
+        """Serve ``shadow``'s state from now on (see ``ReadModel.switch_to``): writers wait while
+        ``catch_up`` brings the shadow up to this model's checkpoints, then the state is replaced at once."""
+        await self._writable()  # one switch at a time
+        if shadow is not self._shadow or not isinstance(shadow, InMemoryReadModel):
             raise ValueError("switch_to takes the shadow that open_shadow returned")
+        switching = self._switching = asyncio.Event()
+        try:
+            if catch_up is not None:
+                await catch_up(await self.checkpoints(projection))
+            self._swap(shadow, projection)
+        finally:
+            self._switching = None
+            switching.set()
+
+    def _swap(self, shadow: InMemoryReadModel, projection: str) -> None:
         new = shadow._t
         for (proj, p), cp in self._t.checkpoints.items():
             if proj != projection:

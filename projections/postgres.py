@@ -51,18 +51,20 @@ from .api import (
     AuditFilter,
     AuditPage,
     BatchOutcome,
+    CatchUp,
     Checkpoint,
     DeadLetter,
     MemoryRecord,
     MessagePage,
     Order,
+    ReadModel,
     SessionPage,
     SessionRecord,
     position_key,
 )
 from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, check_checkpoint, decode, guard
 from .errors import AlreadyApplied, FencedOut, ReadModelError, ReadModelUnavailable, UnwritableBatch
-from .migrations import migrate
+from .migrations import migrate, migrations
 from .paging import audit_cursor, from_us, message_window, parse_session_cursor, session_cursor
 from .store import Statements
 
@@ -144,7 +146,7 @@ def _touched(events: Sequence[AnyEvent]) -> tuple[list[SessionKey], list[MemoryK
     return list(sessions), list(memories)
 
 
-class PostgresReadModel:
+class PostgresReadModel(ReadModel):
     """The read model in one PostgreSQL schema (migrated: see ``projections.migrations.migrate``)."""
 
     def __init__(self, pool: Pool, schema: str = "public", *, owns_pool: bool = False) -> None:
@@ -204,6 +206,16 @@ class PostgresReadModel:
     async def close(self) -> None:
         if self._owns_pool:
             await self.pool.close()
+
+    async def pending_migrations(self) -> list[int]:
+        """The shipped migrations this schema has not applied (all of them if it was never migrated)."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(self.sql.has_migrations)).fetchone()
+            rows = (
+                await (await conn.execute(self.sql.applied_migrations)).fetchall() if row and row[0] else []
+            )
+        applied = {int(r[0]) for r in rows}
+        return [m.version for m in migrations() if m.version not in applied]
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Conn]:
@@ -541,15 +553,28 @@ class PostgresReadModel:
         await migrate(self.pool, shadow)
         return PostgresReadModel(self.pool, shadow)
 
-    async def switch_to(self, shadow: PostgresReadModel, projection: str = PROJECTION) -> None:
-        """In ONE transaction: carry the live checkpoints' epochs over (a projector holding a lease must not
-        be fenced out by the rebuild: it is refused once, on the position, and reloads), swap the schemas by
-        renaming them, and drop the old one. Statements waiting on the old tables re-resolve the names and
-        continue on the new ones."""
+    async def switch_to(
+        self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
+    ) -> None:
+        """In ONE transaction (see ``ReadModel.switch_to``): lock the live checkpoints against writers (a
+        batch's first statement waits; reads go on), let ``catch_up`` bring the shadow up to them (through
+        other connections of the pool: it needs two at least), carry the live checkpoints' epochs over, swap
+        the schemas by renaming them, and drop the old one. Statements waiting on the old tables re-resolve
+        the names and continue on the new ones, which hold at least what the old ones held."""
+        if not isinstance(shadow, PostgresReadModel) or shadow.schema != self.shadow_schema():
+            raise ValueError("switch_to takes the shadow that open_shadow returned")
+        if catch_up is not None and self.pool.max_size < 2:
+            # The catch-up would wait for a connection this switch holds, until the pool times out.
+            raise ReadModelError(
+                "a rebuild's switch needs a pool of 2 connections at least (SESSIONS_DB_POOL_MAX)"
+            )
         live, new = self.sql.q, shadow.sql.q
         old = f'"{self.schema[:50]}__replaced"'
         async with self._conn() as conn, conn.transaction():
             await conn.execute(f"LOCK TABLE {live}.checkpoints IN EXCLUSIVE MODE")
+            if catch_up is not None:
+                rows = await (await conn.execute(self.sql.checkpoints, [projection])).fetchall()
+                await catch_up({r[0]: store.checkpoint(r) for r in rows})
             await conn.execute(
                 f"INSERT INTO {new}.checkpoints (projection, partition, pos_ms, pos_seq, epoch, updated_at)"
                 " SELECT projection, partition,"

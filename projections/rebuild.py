@@ -7,8 +7,8 @@ Use::
 
     result = await rebuild(read_model, log, progress=show, batch=1000, resume=True)
 
-* ``read_model``: the live read model (``InMemoryReadModel`` or ``PostgresReadModel``); it keeps serving, and
-  its projectors keep applying, for the whole rebuild.
+* ``read_model``: the live read model (any ``projections.api.ReadModel``); it keeps serving, and its
+  projectors keep applying, for the whole rebuild (they wait only while the switch catches up).
 * ``log``: the ``events.EventLog``.
 * ``progress``: called after every batch with one ``RebuildProgress``: ``done`` and ``total`` events,
   ``rate`` (events/s), ``eta_s`` (seconds left, None while unknown) and ``phase`` (``"archive"``, ``"log"``,
@@ -27,27 +27,30 @@ partition by partition, with the live model's archive and dead letters (``replay
 the last archived position; every batch goes through the shadow's ``apply_batch``, the same pure apply as
 the projectors, so the result equals the incremental build row for row. An entry that is still poison is
 dead-lettered in the shadow; one that a fix made applicable is applied. When the shadow has caught up with
-the log's heads (checked again until a pass finds little left), ``switch_to`` swaps it in, in ONE
-transaction, with its checkpoints (what the new tables hold) and the live checkpoints' fencing epochs; a
-projector's next batch is then refused once on the position, and it reloads the checkpoint and goes on.
+the log's heads (checked again until a pass finds little left, or no less than the pass before),
+``switch_to`` holds the live writers off, the rest (what the live projectors applied meanwhile) is replayed
+into the shadow up to the live checkpoints, and the shadow is swapped in, in ONE transaction, with its
+checkpoints (what the new tables hold) and the live checkpoints' fencing epochs. No reader can tell: every
+checkpoint is where it was or further, and the rows with it. A projector goes on from the same position (if
+the rebuild read further in the log than it had, its next batch is refused once on the position, and it
+reloads the checkpoint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
 
 import msgspec
 
 from events.codec import RawEntry
 from events.log import EventLog
 
-from .api import PROJECTION, BatchOutcome, Checkpoint, position_key
-from .errors import PoisonEvent
+from .api import PROJECTION, Checkpoint, ReadModel, position_key
+from .errors import PoisonEvent, ReadModelError
 
-__all__ = ["RebuildProgress", "RebuildResult", "Rebuildable", "rebuild"]
+__all__ = ["RebuildProgress", "RebuildResult", "rebuild"]
 
 REBUILD_EPOCH = 0  # the shadow has one writer, the rebuild; the switch carries the live epochs over
 
@@ -68,43 +71,6 @@ class RebuildResult(msgspec.Struct, frozen=True, kw_only=True):
 
     def __str__(self) -> str:
         return f"{self.events} events in {self.seconds:.1f}s, {self.dead_lettered} dead-lettered"
-
-
-@runtime_checkable
-class Rebuildable(Protocol):
-    """What a read model offers a rebuild (both implementations do)."""
-
-    async def replay(self, partition: int, after: str | None, limit: int) -> list[RawEntry]: ...
-
-    async def replay_size(self) -> int: ...
-
-    async def open_shadow(self, *, fresh: bool = False) -> Any: ...
-
-    async def switch_to(self, shadow: Any, projection: str = PROJECTION) -> None: ...
-
-    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]: ...
-
-    async def apply_batch(
-        self,
-        partition: int,
-        entries: Sequence[RawEntry],
-        *,
-        expected: str | None,
-        epoch: int,
-        projection: str = PROJECTION,
-    ) -> BatchOutcome: ...
-
-    async def dead_letter(
-        self,
-        partition: int,
-        entry: RawEntry,
-        error: str,
-        *,
-        attempts: int,
-        expected: str | None,
-        epoch: int,
-        projection: str = PROJECTION,
-    ) -> str: ...
 
 
 class _Run:
@@ -129,7 +95,7 @@ class _Run:
 
 
 async def _apply(
-    shadow: Rebuildable,
+    shadow: ReadModel,
     partition: int,
     entries: list[RawEntry],
     position: str | None,
@@ -168,7 +134,7 @@ async def _apply(
 
 
 async def rebuild(
-    read_model: Any,
+    read_model: ReadModel,
     log: EventLog,
     *,
     progress: Callable[[RebuildProgress], object] | None = None,
@@ -177,10 +143,6 @@ async def rebuild(
     projection: str = PROJECTION,
 ) -> RebuildResult:
     """Rebuild ``read_model`` from its archive and ``log``, then switch over. See the module docstring."""
-    if not isinstance(read_model, Rebuildable):
-        raise TypeError(
-            f"{type(read_model).__name__} cannot be rebuilt (it has no replay/open_shadow/switch_to)"
-        )
     if batch < 1:
         raise ValueError("batch must be at least 1")
     shadow = await read_model.open_shadow(fresh=not resume)
@@ -190,11 +152,14 @@ async def rebuild(
     }
     run = _Run(total=await read_model.replay_size(), done=await shadow.replay_size(), progress=progress)
     run.report("archive")
+    previous: int | None = None
     while True:
         heads = await log.heads()
         this_pass = 0
         for p in range(log.partitions):
-            while True:
+            # Up to this pass's head (or, where the log holds nothing, to the end of the archive): a pass is
+            # bounded, even while the live projectors keep archiving faster than this reads.
+            while heads.get(p) is None or _behind(positions[p], heads.get(p)):
                 # The archive first (it holds what the log may have trimmed), then the log after it.
                 entries = await read_model.replay(p, positions[p], batch)
                 phase = "archive"
@@ -211,10 +176,29 @@ async def rebuild(
                 # Yield to the loop after every batch: an in-memory rebuild never waits on I/O, and must
                 # neither starve the service it runs in nor ignore a cancellation.
                 await asyncio.sleep(0)
-        if this_pass < batch:  # close enough to the heads: the projectors do the rest after the switch
+        # Close enough to the heads, or no closer than the pass before (writers as fast as this): the switch
+        # applies the rest, up to the live checkpoints, and the projectors go on from there.
+        if this_pass < batch or (previous is not None and this_pass >= previous):
             break
+        previous = this_pass
     run.report("switch")
-    await read_model.switch_to(shadow, projection)
+
+    async def catch_up(live: dict[int, Checkpoint]) -> None:
+        # The live writers are held off now: bring the shadow to where the live model stands, so the switch
+        # takes nothing away from a reader (see ``ReadModel.switch_to``).
+        for p, cp in sorted(live.items()):
+            while _behind(positions.get(p), cp.position):
+                entries = await read_model.replay(p, positions.get(p), batch)
+                if not entries:  # not archived (cannot happen: every checkpoint move archives or letters)
+                    entries = await log.read(p, after=positions.get(p) or "0-0", count=batch)
+                if not entries:
+                    raise ReadModelError(
+                        f"rebuild: partition {p} cannot be brought to the live checkpoint {cp.position}:"
+                        " neither the archive nor the log holds the entries; nothing was switched"
+                    )
+                positions[p] = await _apply(shadow, p, entries, positions.get(p), run, projection)
+
+    await read_model.switch_to(shadow, projection, catch_up=catch_up)
     run.report("done")
     return RebuildResult(
         events=run.applied,

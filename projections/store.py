@@ -99,6 +99,9 @@ class Statements:
             " WHERE projection = %s ORDER BY partition"
         )
         self.dead_letters = f"SELECT {DEAD_LETTER_COLUMNS} FROM {s}.dead_letters"
+        # Migration status: the table exists once ``projections.migrations.migrate`` ran on the schema.
+        self.has_migrations = f"SELECT to_regclass('{s}.schema_migrations') IS NOT NULL"
+        self.applied_migrations = f"SELECT version FROM {s}.schema_migrations"
         # -- the write side -----------------------------------------------------------------------------
         # A batch's first statement: take the partition lock, then create (if missing), lock and read the
         # checkpoint row. The no-op DO UPDATE locks the row as FOR UPDATE would, in the same statement.

@@ -7,8 +7,8 @@ Every adapter (HTTP now, gRPC later) holds one ``Application`` and calls ``app.c
 * ``SESSION_STORAGE=postgres`` + ``DB_CONNECTION_STRING`` + ``REDIS_URL``: the real servers, with a projector
   task unless ``projector=False`` (then separate ``sessions project`` workers apply the log).
 
-The in-process projector writes through ``NotifyingReadModel``, so a waiting read wakes the moment its
-position is applied instead of polling.
+The in-process projector tells ``Consistency`` of each commit (its ``on_commit`` callback), so a waiting
+read wakes the moment its position is applied instead of polling.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from events.errors import SessionsError, Unavailable
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel
 from service.commands import Commands
-from service.consistency import Consistency, NotifyingReadModel
+from service.consistency import Consistency
 from service.erasure import ForgetResult, forget_user
 from service.keyring import DataKeys
 from service.metrics import Metrics
@@ -42,28 +42,6 @@ async def open_read_model(settings: ServiceSettings) -> ReadModel:
     from projections.settings import open_read_model as open_configured
 
     return await open_configured(settings.read_model)
-
-
-async def _close(obj: Any) -> None:
-    close = getattr(obj, "close", None)
-    if close is None:
-        return
-    result = close()
-    if asyncio.iscoroutine(result):
-        await result
-
-
-async def _pending_migrations(read_model: ReadModel) -> list[int]:
-    """Migrations shipped but not applied to a PostgreSQL read model's schema (none for the in-memory one)."""
-    pool, schema = getattr(read_model, "pool", None), getattr(read_model, "schema", None)
-    if pool is None or not isinstance(schema, str):
-        return []
-    from projections.migrations import check_schema_name, migrations
-
-    async with pool.connection() as conn:
-        cur = await conn.execute(f'SELECT version FROM "{check_schema_name(schema)}".schema_migrations')
-        applied = {int(row[0]) for row in await cur.fetchall()}
-    return [m.version for m in migrations() if m.version not in applied]
 
 
 class Application:
@@ -129,7 +107,7 @@ class Application:
             self._stop = asyncio.Event()
             # A short block keeps the leases fresh and a stop prompt; new entries wake XREAD at once anyway.
             self.projector = Projector(
-                self.log, NotifyingReadModel(self.read_model, self.consistency), block_ms=100
+                self.log, self.read_model, block_ms=100, on_commit=self.consistency.notify
             )
             self._task = asyncio.create_task(self._run_projector(), name="in-process projector")
 
@@ -153,7 +131,7 @@ class Application:
                     await self._task
             self._task = None
         if self._owns:
-            await _close(self.read_model)
+            await self.read_model.close()
             await self.log.close()
 
     async def __aenter__(self) -> Application:
@@ -186,7 +164,7 @@ class Application:
         checks["log"] = "ok"
         try:
             await self.read_model.checkpoints(PROJECTION)
-            pending = await _pending_migrations(self.read_model)
+            pending = await self.read_model.pending_migrations()
         except SessionsError:
             raise
         except Exception as e:

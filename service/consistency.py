@@ -5,40 +5,24 @@ began (``EventLog.aggregate``), every partition's head for reads that span aggre
 audit trail), or positions a client passed back from its own writes. The read model's checkpoint of a
 partition is the last entry it applied, so ``checkpoint >= target`` means the write is visible.
 
-Waiting never sleeps long: an in-process projector notifies (``Consistency.notify``, wired in by
-``NotifyingReadModel``) and wakes every waiter at once; without one, the checkpoints are polled with a short
-backoff (1 ms doubling to 20 ms), and concurrent waiters share one checkpoint query. After the bound the read
-fails with ``NotCaughtUp`` (HTTP 503 with Retry-After), never with stale data.
+Waiting never sleeps long: an in-process projector notifies (``Consistency.notify`` is its ``on_commit``
+callback: see ``service.app``) and wakes every waiter at once; without one, the checkpoints are polled with a
+short backoff (1 ms doubling to 20 ms), and concurrent waiters share one checkpoint query. After the bound the
+read fails with ``NotCaughtUp`` (HTTP 503 with Retry-After), never with stale data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
-from events.codec import RawEntry
 from events.positions import Positions, format_positions, merge_positions, parse_positions, position_key
-from projections.api import (
-    PROJECTION,
-    AuditFilter,
-    AuditPage,
-    BatchOutcome,
-    Checkpoint,
-    DeadLetter,
-    MemoryRecord,
-    MessagePage,
-    Order,
-    ReadModel,
-    SessionPage,
-    SessionRecord,
-)
+from projections.api import PROJECTION, Checkpoint, ReadModel
 from service.errors import NotCaughtUp
 
 __all__ = [
     "Consistency",
-    "NotifyingReadModel",
     "Positions",
     "format_positions",
     "merge_positions",
@@ -134,92 +118,3 @@ class Consistency:
                 await asyncio.wait_for(changed.wait(), min(interval, remaining))
             except TimeoutError:
                 interval = min(interval * 2, _MAX_POLL_S)
-
-
-class NotifyingReadModel:
-    """A read model whose writes tell ``Consistency`` at once: hand this to an in-process projector."""
-
-    def __init__(self, inner: ReadModel, consistency: Consistency) -> None:
-        self.inner = inner
-        self.consistency = consistency
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything beyond the contract (migrate, close, ...) goes to the wrapped model.
-        return getattr(self.inner, name)
-
-    async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
-        return await self.inner.get_session(tenant, session_id)
-
-    async def list_sessions(
-        self, tenant: str, user_id: str, *, limit: int = 50, after: str | None = None
-    ) -> SessionPage:
-        return await self.inner.list_sessions(tenant, user_id, limit=limit, after=after)
-
-    async def get_messages(
-        self,
-        tenant: str,
-        session_id: str,
-        *,
-        limit: int | None = None,
-        offset: int | None = None,
-        order: Order = "asc",
-        after: str | None = None,
-        before: str | None = None,
-    ) -> MessagePage:
-        return await self.inner.get_messages(
-            tenant, session_id, limit=limit, offset=offset, order=order, after=after, before=before
-        )
-
-    async def get_memory(
-        self,
-        tenant: str,
-        user_id: str,
-        *,
-        session_id: str | None = None,
-        merged: bool = False,
-        key: str | None = None,
-    ) -> dict[str, MemoryRecord]:
-        return await self.inner.get_memory(tenant, user_id, session_id=session_id, merged=merged, key=key)
-
-    async def audit(self, flt: AuditFilter, *, limit: int = 100, after: str | None = None) -> AuditPage:
-        return await self.inner.audit(flt, limit=limit, after=after)
-
-    async def checkpoints(self, projection: str = PROJECTION) -> dict[int, Checkpoint]:
-        return await self.inner.checkpoints(projection)
-
-    async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
-        return await self.inner.dead_letters(limit=limit, include_retried=include_retried)
-
-    async def apply_batch(
-        self,
-        partition: int,
-        entries: Sequence[RawEntry],
-        *,
-        expected: str | None,
-        epoch: int,
-        projection: str = PROJECTION,
-    ) -> BatchOutcome:
-        outcome = await self.inner.apply_batch(
-            partition, entries, expected=expected, epoch=epoch, projection=projection
-        )
-        if projection == self.consistency.projection:
-            self.consistency.notify(partition, outcome.position)
-        return outcome
-
-    async def dead_letter(
-        self,
-        partition: int,
-        entry: RawEntry,
-        error: str,
-        *,
-        attempts: int,
-        expected: str | None,
-        epoch: int,
-        projection: str = PROJECTION,
-    ) -> str:
-        position = await self.inner.dead_letter(
-            partition, entry, error, attempts=attempts, expected=expected, epoch=epoch, projection=projection
-        )
-        if projection == self.consistency.projection:
-            self.consistency.notify(partition, position)
-        return position

@@ -61,9 +61,7 @@ async def make_application(
 
 async def close_application(app: Application, log: EventLog, backend: str) -> None:
     await app.close()
-    close = getattr(app.read_model, "close", None)
-    if close is not None:
-        await close()
+    await app.read_model.close()
     if backend == "real":
         await delete_prefix(log.redis, log.settings.prefix)
     await log.close()

@@ -1,4 +1,5 @@
-"""Fixtures of the read-model tests: a read model of either kind, and a log to generate events with."""
+"""Fixtures of the read-model tests: a log to generate events with (each backend's test module opens its
+read model: see ``contract.ReadModelContract``)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,6 @@ import fakeredis
 import pytest
 
 from events import EventLog, LogSettings
-from projections.api import ReadModel
-from projections.memory import InMemoryReadModel
-from projections.postgres import PostgresReadModel
-from tests.fix_pg import PG_DSN
-
-
-@pytest.fixture(params=["memory", "postgres"])
-async def read_model(request: pytest.FixtureRequest) -> AsyncIterator[ReadModel]:
-    """The contract suite runs on both: the in-memory read model and PostgreSQL on a fresh schema."""
-    if request.param == "memory":
-        yield InMemoryReadModel()
-        return
-    schema = request.getfixturevalue("pg_schema")
-    rm = await PostgresReadModel.open(PG_DSN, schema, min_size=1, max_size=4)
-    try:
-        yield rm
-    finally:
-        await rm.close()
 
 
 @pytest.fixture

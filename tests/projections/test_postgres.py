@@ -1,4 +1,5 @@
-"""What only the PostgreSQL read model has: outages, concurrent writers, query plans, settings."""
+"""The PostgreSQL read model: the whole read-model contract (``contract.ReadModelContract``), and what only it
+has: migration status, outages, concurrent writers, query plans, settings."""
 
 from __future__ import annotations
 
@@ -11,18 +12,55 @@ import pytest
 from events import EventLog
 from projections import apply as apply_module
 from projections import store
-from projections.api import ReadModel
+from projections.api import Checkpoint, ReadModel
 from projections.apply import decode
-from projections.errors import FencedOut, ReadModelUnavailable
+from projections.errors import FencedOut, ReadModelError, ReadModelUnavailable
 from projections.memory import InMemoryReadModel
+from projections.migrations import migrate, migrations
 from projections.postgres import PostgresReadModel, _version_ranges
 from projections.settings import ReadModelSettings, open_read_model
 from tests.events.factories import added, created, msg, saved
 from tests.fix_pg import PG_DSN
 
+from .contract import ReadModelContract
 from .helpers import dump, entries_of, project
 
 T = "default"
+
+
+class TestPostgresReadModel(ReadModelContract):
+    async def create_read_model(self, request: pytest.FixtureRequest) -> ReadModel:
+        schema = request.getfixturevalue("pg_schema")
+        return await PostgresReadModel.open(PG_DSN, schema, min_size=1, max_size=4)
+
+
+async def test_pending_migrations_name_what_the_schema_lacks(pg_schema: str) -> None:
+    rm = await PostgresReadModel.open(PG_DSN, pg_schema, min_size=1, max_size=1, run_migrations=False)
+    try:
+        assert await rm.pending_migrations() == [m.version for m in migrations()]  # never migrated
+        await migrate(rm.pool, pg_schema)
+        assert await rm.pending_migrations() == []
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DELETE FROM "{pg_schema}".schema_migrations WHERE version = 2')
+        assert await rm.pending_migrations() == [2]
+    finally:
+        await rm.close()
+    await rm.close()  # idempotent
+
+
+async def test_a_switch_with_a_catch_up_needs_two_connections(pg_schema: str) -> None:
+    rm = await PostgresReadModel.open(PG_DSN, pg_schema, min_size=1, max_size=1)
+    try:
+        shadow = await rm.open_shadow()
+
+        async def catch_up(live: dict[int, Checkpoint]) -> None:
+            raise AssertionError("not reached")
+
+        with pytest.raises(ReadModelError) as e:
+            await rm.switch_to(shadow, catch_up=catch_up)
+        assert "SESSIONS_DB_POOL_MAX" in e.value.message
+    finally:
+        await rm.close()
 
 
 def terminate(rm: PostgresReadModel) -> None:

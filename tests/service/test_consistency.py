@@ -7,11 +7,11 @@ import asyncio
 import fakeredis
 import pytest
 
+from consumers.projector import Projector
 from events import EventLog, LogSettings, SessionCreated, SessionCreatedPayload
 from projections.memory import InMemoryReadModel
 from service.consistency import (
     Consistency,
-    NotifyingReadModel,
     format_positions,
     merge_positions,
     parse_positions,
@@ -76,7 +76,15 @@ async def test_an_in_process_projector_wakes_the_waiters(log: EventLog) -> None:
     waiters = [asyncio.create_task(consistency.wait({p: pos})) for _ in range(5)]
     await asyncio.sleep(0)
     assert not any(w.done() for w in waiters)
-    await _project(log, NotifyingReadModel(model, consistency), p)
+    # The projector's commit callback is what wakes them (service.app wires it to Consistency.notify).
+    commits: list[tuple[int, str]] = []
+
+    def on_commit(partition: int, position: str) -> None:
+        commits.append((partition, position))
+        consistency.notify(partition, position)
+
+    await Projector(log, model, on_commit=on_commit).run_until_caught_up(timeout_s=10)
+    assert commits == [(p, pos)]
     await asyncio.wait_for(asyncio.gather(*waiters), 10)
     assert consistency.missing({p: pos}) == {}
     assert (await model.get_session("default", "s1")) is not None
