@@ -40,7 +40,7 @@ from .errors import NotCaughtUp
 from .leases import Lease, LeaseManager, quota, rebalance_plan
 from .status import PartitionStatus, partition_status
 
-__all__ = ["OUTAGES", "Projector", "ProjectorStats", "default_worker_id"]
+__all__ = ["OUTAGES", "Projector", "ProjectorStats", "default_worker_id", "host_prefix"]
 
 log = logging.getLogger("consumers.projector")
 
@@ -55,8 +55,13 @@ OUTAGES: tuple[type[BaseException], ...] = (
 )
 
 
+def host_prefix() -> str:
+    """What every default worker id of this host (in a container: of this container) starts with."""
+    return f"{socket.gethostname()}-"
+
+
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+    return f"{host_prefix()}{os.getpid()}-{os.urandom(2).hex()}"
 
 
 class ProjectorStats(msgspec.Struct, kw_only=True):
