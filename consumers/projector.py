@@ -270,8 +270,8 @@ class Projector:
                 min(0.1, self.maintain_interval_s) if hungry else self.maintain_interval_s
             )
         if not self._owned:
-            if stop is not None:
-                await _sleep_or_stop(stop, self.maintain_interval_s)
+            if stop is not None:  # nothing to read: wait for the next lease round (sooner when hungry)
+                await _sleep_or_stop(stop, max(0.0, self._next_maintain - time.monotonic()))
             return 0
         positions = {p: self._positions.get(p) or START for p in sorted(self._owned)}
         batches = await self.log.read_many(positions, count=self.batch_size, block_ms=block_ms)

@@ -128,3 +128,35 @@ async def test_started_means_every_partition_has_its_in_process_projector(
         assert isinstance(log, EventLog)
     finally:
         await close_application(app, log, backend)
+
+
+async def test_serve_with_its_projector_plus_two_workers_owns_every_partition(
+    backend: str, key_prefix: str, request: pytest.FixtureRequest
+) -> None:
+    # Issue 15 item 2: 16 partitions, three projectors (the API's own and two workers); before, one
+    # partition had no owner for ever and the service never got ready again.
+    from events import LogSettings
+
+    settings = LogSettings(prefix=key_prefix, partitions=16)
+    app, log = await make_application(backend, key_prefix, request, log_settings=settings)
+    stop = asyncio.Event()
+    workers = [
+        Projector(app.log, app.read_model, worker_id=f"worker-{i}", lease_ttl_ms=600, block_ms=50)
+        for i in range(2)
+    ]
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        async with client(app) as http:
+            deadline = time.monotonic() + 20
+            while True:
+                shares = sorted([len(app.projector.owned), *(len(w.owned) for w in workers)])
+                r = await http.get("/readyz")
+                if shares == [5, 5, 6] and r.status_code == 200:
+                    break
+                assert time.monotonic() < deadline, (shares, r.text)
+                await asyncio.sleep(0.05)
+            assert r.json()["checks"]["projector"] == "in-process"
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await close_application(app, log, backend)
