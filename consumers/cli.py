@@ -306,7 +306,11 @@ async def _migrate(args: argparse.Namespace) -> int:
 def add_commands(subparsers: Any) -> None:
     """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild`` and ``migrate``."""
     p = subparsers.add_parser("project", help="run a projector worker (until SIGTERM, or --burst)")
-    p.add_argument("--burst", action="store_true", help="exit once the owned partitions are caught up")
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit 0 once every partition is at its head (whoever projects it)",
+    )
     p.add_argument(
         "--check",
         action="store_true",
@@ -318,7 +322,10 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--lease-ttl-ms", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")
     p.add_argument(
-        "--timeout", type=float, default=None, help="with --burst: give up after this many seconds"
+        "--timeout",
+        type=float,
+        default=None,
+        help="with --burst: after this many seconds, exit 1 naming the partitions still behind",
     )
     p.set_defaults(handler=_run(_project))
 
