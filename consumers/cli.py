@@ -34,7 +34,7 @@ from projections.settings import ReadModelSettings
 from .errors import CommandError
 from .leases import LeaseManager
 from .progress import Progress
-from .projector import Projector
+from .projector import Projector, host_prefix
 from .status import PartitionStatus, partition_status
 from .trim import TrimResult, trim_partitions
 
@@ -120,14 +120,23 @@ async def _project(args: argparse.Namespace, settings: StoreSettings) -> int:
 
 
 async def _check(log: EventLog, read_model: ReadModel, worker_id: str | None) -> int:
-    """Healthy (0): Redis and the read model answer, and a projector (``worker_id``, or any) is live."""
+    """Healthy (0): Redis and the read model answer, and THIS worker is live: ``worker_id``, or else a worker
+    of this host with a default id (``<hostname>-<pid>-<random>``; in a container, the one it runs in).
+    Another worker being live says nothing about this one."""
     await read_model.checkpoints(PROJECTION)
     workers = await LeaseManager(
         log.redis, log.keys, log.partitions, projection=PROJECTION, worker_id="check"
     ).workers()
-    live = worker_id in workers if worker_id else bool(workers)
-    who = worker_id or "any projector worker"
-    print(f"{'ok' if live else 'unhealthy'}: {who} {'is' if live else 'is not'} live ({len(workers)} live)")
+    if worker_id:
+        who, mine = worker_id, [w for w in workers if w == worker_id]
+    else:
+        host = host_prefix()
+        who, mine = f"a worker of this host ({host}*)", [w for w in workers if w.startswith(host)]
+    live = bool(mine)
+    print(
+        f"{'ok' if live else 'unhealthy'}: {who} {'is' if live else 'is not'} live "
+        f"({', '.join(mine) or 'live: ' + (', '.join(workers) or 'none')})"
+    )
     return 0 if live else 1
 
 
@@ -298,15 +307,26 @@ def _at_least(low: float, kind: type[int] | type[float] = int) -> Any:
 def add_commands(subparsers: Any) -> None:
     """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild`` and ``migrate``."""
     p = subparsers.add_parser("project", help="run a projector worker (until SIGTERM, or --burst)")
-    p.add_argument("--burst", action="store_true", help="exit once the owned partitions are caught up")
-    p.add_argument("--check", action="store_true", help="health check: exit 0 if a projector worker is live")
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit 0 once every partition is at its head (whoever projects it)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 if this worker (--worker-id, else one of this host) is live",
+    )
     p.add_argument("--worker-id", default=None, help="this worker's id (default: host-pid-random)")
     p.add_argument("--batch-size", type=int, default=2000, help="entries per transaction at most")
     p.add_argument("--block-ms", type=int, default=200)
     p.add_argument("--lease-ttl-ms", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=4, help="partitions applied at once")
     p.add_argument(
-        "--timeout", type=float, default=None, help="with --burst: give up after this many seconds"
+        "--timeout",
+        type=float,
+        default=None,
+        help="with --burst: after this many seconds, exit 1 naming the partitions still behind",
     )
     p.set_defaults(handler=_project)
 

@@ -2,7 +2,7 @@
 
     SessionsError (events.errors)
     └── ConsumerError                  base of what consumers/ raises on purpose; code ``consumer_error``
-        ├── NotCaughtUp                a burst run gave up before the owned partitions reached their heads
+        ├── NotCaughtUp                a burst run gave up before every partition reached its head
         └── CommandError               a CLI command cannot run: bad arguments, missing feature, refusal
 
 Outages are ``events.errors.Unavailable`` (Redis) or the read model's own unavailable error: the worker waits

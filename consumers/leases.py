@@ -9,9 +9,12 @@ token the read model checks in its checkpoint compare-and-set, so a worker that 
 cannot write after the new owner did.
 
 Workers announce themselves in a sorted set (``Keys.workers``) scored by the Redis time their heartbeat
-expires. The live members, sorted, give each worker its quota: ``P // N`` partitions, one more for the first
-``P % N`` of them. A worker above its quota releases leases; one below it takes free or expired ones. Leases
-stay where they are when the quota allows (sticky), so a join or leave moves only what it must.
+expires. The live members, ranked by name, give each worker its quota: ``P // N`` partitions, one more for
+the first ``P % N`` of them. The rank must not depend on who looks: ranked by heartbeat score, each worker
+saw its own fresh heartbeat last and took ``P // N``, and ``P % N`` partitions had no owner for ever. Ranked
+by name, every worker computes the same quotas, they add up to ``P``, and they change only when the set of
+live workers does (no flapping). A worker above its quota releases leases; one below it takes free or expired
+ones. Leases stay where they are when the quota allows (sticky), so a join or leave moves only what it must.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ return 0
 )
 
 # KEYS[1] the workers zset. ARGV: worker, ttl_ms, mode ('0' announce, '1' leave, '2' only look).
-# Reply: the live workers, sorted.
+# Reply: the live workers, by heartbeat expiry (the caller ranks them by name).
 _HEARTBEAT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -121,11 +124,13 @@ class LeaseState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def quota(worker_id: str, workers: Sequence[str], partitions: int) -> int:
-    """How many partitions ``worker_id`` should own among the live ``workers`` (sorted)."""
+    """How many partitions ``worker_id`` should own among the live ``workers`` (in any order: they are ranked
+    by name, so every worker computes the same quotas and they add up to ``partitions``)."""
     if worker_id not in workers:
         return 0
-    n = len(workers)
-    return partitions // n + (1 if workers.index(worker_id) < partitions % n else 0)
+    ranked = sorted(set(workers))
+    n = len(ranked)
+    return partitions // n + (1 if ranked.index(worker_id) < partitions % n else 0)
 
 
 def rebalance_plan(
@@ -149,7 +154,8 @@ def rebalance_plan(
     ]
     if len(mine) == want or not free:
         return [], []
-    start = (workers.index(worker_id) * partitions // len(workers)) if worker_id in workers else 0
+    ranked = sorted(set(workers))
+    start = (ranked.index(worker_id) * partitions // len(ranked)) if worker_id in ranked else 0
     free.sort(key=lambda p: (p - start) % partitions)
     return [], free
 
@@ -242,18 +248,18 @@ class LeaseManager:
         return out
 
     async def heartbeat(self) -> list[str]:
-        """Announce this worker for one TTL; the live workers, sorted."""
+        """Announce this worker for one TTL; the live workers, sorted by name."""
         members = await self._call(
             self._heartbeat, [self.keys.workers(self.projection)], [self.worker_id, self.ttl_ms, "0"]
         )
-        return [_text(m) for m in members]
+        return sorted(_text(m) for m in members)
 
     async def workers(self) -> list[str]:
-        """The live workers, without announcing this one."""
+        """The live workers, sorted by name, without announcing this one."""
         members = await self._call(
             self._heartbeat, [self.keys.workers(self.projection)], [self.worker_id, self.ttl_ms, "2"]
         )
-        return [_text(m) for m in members]
+        return sorted(_text(m) for m in members)
 
     async def leave(self) -> None:
         """Withdraw the announcement, so the others rebalance at once instead of after a TTL."""

@@ -33,14 +33,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from events.codec import RawEntry
 from events.errors import Unavailable
 from events.log import START, EventLog
-from projections.api import PROJECTION, ReadModel
+from projections.api import PROJECTION, ReadModel, position_key
 from projections.errors import FencedOut, PoisonEvent
 
 from .errors import NotCaughtUp
 from .leases import Lease, LeaseManager, quota, rebalance_plan
 from .status import PartitionStatus, partition_status
 
-__all__ = ["OUTAGES", "OnCommit", "Projector", "ProjectorStats", "default_worker_id"]
+__all__ = ["OUTAGES", "OnCommit", "Projector", "ProjectorStats", "default_worker_id", "host_prefix"]
 
 log = logging.getLogger("consumers.projector")
 
@@ -60,8 +60,13 @@ OnCommit = Callable[[int, str], object]
 letter): how ``service.app`` wakes the reads waiting on that position (``Consistency.notify``)."""
 
 
+def host_prefix() -> str:
+    """What every default worker id of this host (in a container: of this container) starts with."""
+    return f"{socket.gethostname()}-"
+
+
 def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+    return f"{host_prefix()}{os.getpid()}-{os.urandom(2).hex()}"
 
 
 class ProjectorStats(msgspec.Struct, kw_only=True):
@@ -95,8 +100,9 @@ def _poison_index(error: PoisonEvent, entries: Sequence[RawEntry]) -> int | None
 
 class Projector:
     """A worker of one projection. Use ``run(stop)`` for a long-lived worker (in-process or as a process) and
-    ``run_until_caught_up()`` for a burst that returns once its partitions reach their heads. ``on_commit``
-    hears of every checkpoint this worker moves, right after the commit (it must not raise or block)."""
+    ``run_until_caught_up()`` for a burst that returns once every partition has reached its head.
+    ``on_commit`` hears of every checkpoint this worker moves, right after the commit (it must not raise or
+    block)."""
 
     def __init__(
         self,
@@ -147,6 +153,9 @@ class Projector:
         self._positions: dict[int, str | None] = {}
         self._attempts: dict[tuple[int, str], int] = {}
         self._next_maintain = 0.0
+        # Set once the first lease round has been tried (whatever its outcome): a host that starts an
+        # in-process projector can wait for it before it calls itself ready.
+        self.first_round = asyncio.Event()
 
     # -- public -------------------------------------------------------------------------------------------
     @property
@@ -174,20 +183,24 @@ class Projector:
             await self.shutdown()
 
     async def run_until_caught_up(self, *, timeout_s: float | None = None) -> ProjectorStats:
-        """Take this worker's share of the partitions, project them to their heads, release and return.
-        Outages are retried until ``timeout_s`` (None: forever); then ``NotCaughtUp``."""
+        """Take this worker's share of the partitions and project them; return once EVERY partition's
+        checkpoint has reached its head (read before the checkpoints), whoever projected it, then release.
+
+        Partitions that other workers own are left to them; those of dead workers are taken over when their
+        heartbeats and leases expire (the quotas grow as the dead leave the live set). Outages are retried.
+        After ``timeout_s`` (None: never), ``NotCaughtUp`` names the partitions still behind."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         backoff = self.backoff_initial_s
         self._next_maintain = 0.0
+        behind: list[int] | None = None
         try:
             while True:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise NotCaughtUp(
-                        f"worker {self.worker_id} did not catch up within {timeout_s}s",
-                        owned=sorted(self._owned),
-                    )
+                    raise await self._not_caught_up(timeout_s, behind)
                 try:
-                    read = await self._tick(None, None)
+                    if await self._tick(None, None):
+                        continue
+                    behind = await self.behind()
                     backoff = self.backoff_initial_s
                 except OUTAGES as e:
                     self.stats.outages += 1
@@ -195,15 +208,42 @@ class Projector:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.backoff_max_s)
                     continue
-                if read:
-                    continue
-                if len(self._owned) >= quota(self.worker_id, self.workers, self.log.partitions):
+                if not behind:
                     return self.stats
-                # Short of our share: others still hold leases they are about to release, or that expire.
+                # Others still project them, or hold leases that are about to be released or to expire.
                 self._next_maintain = 0.0
                 await asyncio.sleep(min(0.1, self.maintain_interval_s))
         finally:
             await self.shutdown()
+
+    async def behind(self) -> list[int]:
+        """The partitions whose checkpoint is short of the log's head. The heads are read first: an empty
+        answer means everything appended before this call is applied."""
+        heads = await self.log.heads()
+        checkpoints = await self.read_model.checkpoints(self.projection)
+        out = []
+        for p, head in sorted(heads.items()):
+            cp = checkpoints.get(p)
+            if head is not None and position_key(cp.position if cp else None) < position_key(head):
+                out.append(p)
+        return out
+
+    async def _not_caught_up(self, timeout_s: float | None, last: list[int] | None) -> NotCaughtUp:
+        try:
+            behind = await self.behind()
+        except OUTAGES as e:
+            if last is None:
+                return NotCaughtUp(
+                    f"did not catch up within {timeout_s}s: the log or the read model is unreachable ({e})",
+                    behind=None,
+                )
+            behind = last
+        listed = ", ".join(map(str, behind))
+        return NotCaughtUp(
+            f"did not catch up within {timeout_s}s: partitions {listed} are behind their heads "
+            f"(worker {self.worker_id} owns {sorted(self._owned) or 'none'})",
+            behind=behind,
+        )
 
     async def shutdown(self) -> None:
         """Release every lease and withdraw from the worker set, so others take over at once."""
@@ -228,11 +268,19 @@ class Projector:
         """One round: maintain leases when due, read the owned partitions once, apply. Entries read."""
         now = time.monotonic()
         if now >= self._next_maintain:
-            await self.maintain()
-            self._next_maintain = now + self.maintain_interval_s
+            try:
+                await self.maintain()
+            finally:
+                self.first_round.set()
+            # Short of its share, a worker looks again soon: a partition another worker released (or whose
+            # lease expired) must not wait a whole period for its new owner.
+            hungry = len(self._owned) < quota(self.worker_id, self.workers, self.log.partitions)
+            self._next_maintain = now + (
+                min(0.1, self.maintain_interval_s) if hungry else self.maintain_interval_s
+            )
         if not self._owned:
-            if stop is not None:
-                await _sleep_or_stop(stop, self.maintain_interval_s)
+            if stop is not None:  # nothing to read: wait for the next lease round (sooner when hungry)
+                await _sleep_or_stop(stop, max(0.0, self._next_maintain - time.monotonic()))
             return 0
         positions = {p: self._positions.get(p) or START for p in sorted(self._owned)}
         batches = await self.log.read_many(positions, count=self.batch_size, block_ms=block_ms)

@@ -44,6 +44,10 @@ async def open_read_model(settings: ServiceSettings) -> ReadModel:
     return await open_configured(settings.read_model)
 
 
+def _listed(partitions: list[int]) -> str:
+    return ", ".join(map(str, partitions))
+
+
 class Application:
     """Log + read model + commands + queries. Use ``async with await Application.open(settings)`` or
     construct it from parts (tests do) and call ``start()`` / ``close()``."""
@@ -110,6 +114,11 @@ class Application:
                 self.log, self.read_model, block_ms=100, on_commit=self.consistency.notify
             )
             self._task = asyncio.create_task(self._run_projector(), name="in-process projector")
+            # Started means ready: wait (briefly) for its first lease round, so the partitions it can take
+            # have an owner before the first readiness probe or read.
+            first = asyncio.ensure_future(self.projector.first_round.wait())
+            await asyncio.wait({first, self._task}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            first.cancel()
 
     async def _run_projector(self) -> None:
         try:
@@ -155,12 +164,38 @@ class Application:
         )
 
     async def readiness(self) -> dict[str, str]:
-        """What is reachable; raises ``Unavailable`` naming the first thing that is not."""
+        """What can be served; raises ``Unavailable`` with a code naming the first thing missing:
+
+        * ``log_unreachable``: Redis does not answer;
+        * ``log_not_configured``: a partition's config (the partition count and the limits the append
+          script reads) is missing, as after a Redis that lost its data; ``partition_count_mismatch``: it
+          names another partition count;
+        * ``read_model_unreachable``, ``migrations_pending``: the read model;
+        * ``projector_stopped``: the in-process projector died; ``partitions_unowned`` (with ``partitions``):
+          no live projector (a held, unexpired lease) for those partitions, so their reads cannot be served.
+        """
         checks: dict[str, str] = {}
         try:
             await self.log.redis.ping()
+            async with self.log.redis.pipeline(transaction=False) as pipe:
+                for p in range(self.log.partitions):
+                    pipe.hget(self.log.keys.config(p), "partitions")
+                found: list[Any] = await pipe.execute()
         except Exception as e:
             raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
+        missing = [p for p, v in enumerate(found) if v is None]
+        if missing:
+            raise Unavailable(
+                f"the log is not configured for partitions {_listed(missing)} (a Redis that lost its data?)",
+                code="log_not_configured",
+                partitions=missing,
+            )
+        wrong = sorted({int(v) for v in found} - {self.log.partitions})
+        if wrong:
+            raise Unavailable(
+                f"the log holds {wrong[0]} partitions; this service is configured for {self.log.partitions}",
+                code="partition_count_mismatch",
+            )
         checks["log"] = "ok"
         try:
             await self.read_model.checkpoints(PROJECTION)
@@ -177,6 +212,19 @@ class Application:
         checks["read_model"] = "ok"
         if self._task is not None and self._task.done():
             raise Unavailable("the in-process projector has stopped", code="projector_stopped")
+        from consumers.leases import LeaseManager
+
+        states = await LeaseManager(
+            self.log.redis, self.log.keys, self.log.partitions, projection=PROJECTION, worker_id="readiness"
+        ).states()
+        unowned = [p for p, state in sorted(states.items()) if not state.live]
+        if unowned:
+            raise Unavailable(
+                f"no live projector owns partitions {_listed(unowned)}: their reads cannot be served"
+                + ("" if self._task is not None else "; start `sessions project` workers"),
+                code="partitions_unowned",
+                partitions=unowned,
+            )
         checks["projector"] = "in-process" if self._task is not None else "external"
         return checks
 

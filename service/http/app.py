@@ -58,10 +58,12 @@ async def healthz() -> dict[str, str]:
 
 @get(
     "/readyz",
-    summary="Readiness: the log and the read model reachable, migrations applied",
+    summary="Readiness: the log configured, the read model migrated, every partition projected",
     include_in_schema=False,
 )
 async def readyz(application: App) -> dict[str, Any]:
+    """200 when every request can be served; otherwise 503 with the code of what is missing
+    (``Application.readiness``), e.g. ``partitions_unowned`` with the list of ``partitions``."""
     return {"status": "ready", "checks": await application.readiness()}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -334,3 +335,54 @@ def test_trim_needs_an_explicit_retention(
     assert code == 0 and "trimmed 0 entries" in out and asyncio.run(lengths()) == n
     code, out, _ = run(capsys, "trim", "--keep", "0")
     assert code == 0 and f"trimmed {n} entries" in out and asyncio.run(lengths()) == 0
+
+
+def test_check_is_about_this_worker_not_any_worker(
+    cli_env: dict[str, str], key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consumers.leases import LeaseManager
+    from consumers.projector import default_worker_id
+
+    async def announce(worker: str) -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        log = EventLog(client, LogSettings(prefix=key_prefix, partitions=PARTITIONS))
+        await LeaseManager(
+            client, log.keys, PARTITIONS, projection="read_models", worker_id=worker, ttl_ms=30_000
+        ).heartbeat()
+        await client.aclose()
+
+    asyncio.run(_setup(key_prefix))
+    # A worker on another machine is live; the one this check runs beside is not.
+    asyncio.run(announce("other-host-1234-abcd"))
+    code, out, _ = run(capsys, "project", "--check")
+    assert code == 1 and out.startswith("unhealthy") and "other-host-1234-abcd" in out
+    code, out, _ = run(capsys, "project", "--check", "--worker-id", "projector-1")
+    assert code == 1 and out.startswith("unhealthy: projector-1 is not live")
+    assert run(capsys, "project", "--check", "--worker-id", "other-host-1234-abcd")[0] == 0
+    # A worker of this host, with its default id, is live: healthy.
+    asyncio.run(announce(default_worker_id()))
+    code, out, _ = run(capsys, "project", "--check")
+    assert code == 0 and out.startswith("ok"), out
+
+
+def test_a_burst_that_cannot_catch_up_fails_naming_the_partitions(
+    cli_env: dict[str, str], key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from consumers.leases import LeaseManager
+
+    async def held_by_a_dead_worker() -> None:
+        client = aioredis.Redis.from_url(REDIS_URL)
+        log = EventLog(client, LogSettings(prefix=key_prefix, partitions=PARTITIONS))
+        dead = LeaseManager(
+            client, log.keys, PARTITIONS, projection="read_models", worker_id="dead", ttl_ms=30_000
+        )
+        await dead.heartbeat()
+        for p in (0, 1):  # its share of 4 partitions between two live workers
+            assert await dead.acquire(p) is not None
+        await client.aclose()
+
+    asyncio.run(_setup(key_prefix))
+    asyncio.run(held_by_a_dead_worker())
+    code, out, err = run(capsys, "project", "--burst", "--timeout", "1", "--lease-ttl-ms", "1000")
+    assert code == 1 and out == "", out
+    assert re.search(r"partitions [01](, 1)? are behind their heads", err) and "[not_caught_up]" in err, err

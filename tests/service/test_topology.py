@@ -54,7 +54,8 @@ def stack(pg_schema: str, key_prefix: str) -> Iterator[str]:
     }
     api = _sessions("serve", "--no-projector", env=env)
     url = f"http://127.0.0.1:{port}"
-    worker = None
+    # Ready means every partition has a live projector: the worker first, then wait for readiness.
+    worker = _sessions("project", "--worker-id", "topology-1", "--block-ms", "50", env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -66,7 +67,6 @@ def stack(pg_schema: str, key_prefix: str) -> Iterator[str]:
             if api.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"sessions serve did not start:\n{api.stdout.read() if api.stdout else ''}")
             time.sleep(0.1)
-        worker = _sessions("project", "--worker-id", "topology-1", "--block-ms", "50", env=env)
         yield url
     finally:
         for proc in (api, worker):
