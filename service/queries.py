@@ -14,14 +14,16 @@ memory values and audit payloads; erased when the user's data key is gone.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from events.codec import UPCASTERS
 from events.errors import NotFound, PermissionDenied, SessionDeleted, Unavailable
 from events.log import AggregateState, EventLog
+from events.schema import AnyEvent
 from projections.api import (
     AuditFilter,
     AuditPage,
@@ -35,10 +37,15 @@ from projections.api import (
 from service.consistency import Consistency, Positions, merge_positions
 from service.errors import BadRequest
 from service.keyring import DataKeys
-from service.request import Context
+from service.request import ACTOR_KINDS, Context
 from service.unsealing import Unsealer
 
-__all__ = ["MAX_PAGE", "Queries"]
+__all__ = ["EVENT_TYPES", "MAX_PAGE", "Queries"]
+
+# Every type tag the archive can hold: the current ones and those an upcaster still reads.
+EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted({str(t.__struct_config__.tag) for t in get_args(AnyEvent)} | set(UPCASTERS))
+)
 
 MAX_PAGE = 1000
 
@@ -56,6 +63,24 @@ def _no_nul(**values: str | list[str] | None) -> None:
         for v in value if isinstance(value, list) else [value]:
             if v is not None and "\x00" in v:
                 raise BadRequest(f"{name} holds the NUL character (\\u0000)", code="nul_character")
+
+
+def _check_audit_filter(flt: AuditFilter) -> None:
+    """Refuse a filter that can match nothing because it names no known type or actor kind (a typo such as
+    ``memory.saved`` for ``memory.saved.v1`` would otherwise read as an empty trail)."""
+    unknown = sorted(set(flt.types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise BadRequest(
+            f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}",
+            code="invalid_event_type",
+            known=list(EVENT_TYPES),
+        )
+    if flt.actor_kind is not None and flt.actor_kind not in ACTOR_KINDS:
+        raise BadRequest(
+            f"unknown actor_kind {flt.actor_kind!r}; known: {', '.join(ACTOR_KINDS)}",
+            code="invalid_actor_kind",
+            known=list(ACTOR_KINDS),
+        )
 
 
 class Queries:
@@ -169,6 +194,10 @@ class Queries:
         at: Positions | None = None,
     ) -> dict[str, MemoryRecord]:
         _no_nul(user_id=user_id, session_id=session_id, key=key)
+        if merged and session_id is None:
+            raise BadRequest(
+                "merged needs a session_id (both scopes, the session's winning)", code="merged_needs_session"
+            )
         states = (
             [await self.log.aggregate(ctx.tenant, "memory", user_id)] if session_id is None or merged else []
         )
@@ -204,6 +233,7 @@ class Queries:
             actor_id=flt.actor_id,
             after=after,
         )
+        _check_audit_filter(flt)
         if flt.session_id is not None and flt.user_id is None:
             st = await self.log.aggregate(ctx.tenant, "session", flt.session_id)
             if not st.exists:
