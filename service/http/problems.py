@@ -41,7 +41,7 @@ _ERROR_TEXT = {
     401: "missing_api_key, invalid_api_key or revoked_api_key",
     403: "the session belongs to another user",
     404: "no such session",
-    409: "expected_version did not match (current_version given)",
+    409: "expected_version did not match (current_version given), or idempotency_key_reused",
     410: "the session was deleted",
     429: "rate_limited: retry after Retry-After",
     413: "a size or count limit",

@@ -36,7 +36,7 @@ log = logging.getLogger("service.http")
     "/v1/sessions",
     responses={
         201: ResponseSpec(SessionReply, description="created", generate_examples=False),
-        **error_responses(403, 410, 413, 422),
+        **error_responses(403, 409, 410, 413, 422),
     },
     status_code=200,
     summary="Get or create a session",
