@@ -98,7 +98,9 @@ class Application:
             metrics=self.metrics,
             sessions=self._projected_session,
         )
-        self.queries = Queries(log, read_model, self.consistency, self.data_keys)
+        self.queries = Queries(
+            log, read_model, self.consistency, self.data_keys, on_behind=self.metrics.read_timeouts.inc
+        )
         self.projector_enabled = projector
         self.projector: Any = None
         self._owns = owns_resources

@@ -14,6 +14,7 @@ memory values and audit payloads; erased when the user's data key is gone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, get_args
 
 import msgspec
@@ -35,7 +36,7 @@ from projections.api import (
     SessionRecord,
 )
 from service.consistency import Consistency, Positions, merge_positions
-from service.errors import BadRequest
+from service.errors import BadRequest, NotCaughtUp
 from service.keyring import DataKeys
 from service.request import ACTOR_KINDS, Context
 from service.unsealing import Unsealer
@@ -90,11 +91,22 @@ class Queries:
         read_model: ReadModel,
         consistency: Consistency,
         data_keys: DataKeys | None = None,
+        *,
+        on_behind: Callable[[], None] | None = None,
     ) -> None:
         self.log = log
         self.read_model = read_model
         self.consistency = consistency
         self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys))
+        self.on_behind = on_behind  # told of each read that gave up waiting (the read_model_behind metric)
+
+    async def _caught_up(self, target: Positions) -> None:
+        try:
+            await self.consistency.wait(target)
+        except NotCaughtUp:
+            if self.on_behind is not None:
+                self.on_behind()
+            raise
 
     def _target(self, at: Positions | None) -> Positions:
         target: Positions = dict(at or {})
@@ -110,7 +122,7 @@ class Queries:
         target = self._target(at)
         for st in states:
             merge_positions(target, {st.partition: st.position})
-        await self.consistency.wait(target)
+        await self._caught_up(target)
 
     async def _wait_heads(self, at: Positions | None) -> None:
         target = self._target(at)
@@ -119,7 +131,7 @@ class Queries:
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise Unavailable(f"cannot reach Redis: {e}") from e
         merge_positions(target, heads)
-        await self.consistency.wait(target)
+        await self._caught_up(target)
 
     async def _session_state(self, ctx: Context, session_id: str) -> AggregateState:
         st = await self.log.aggregate(ctx.tenant, "session", session_id)

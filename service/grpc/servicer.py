@@ -146,8 +146,6 @@ def rpc(handler: Handler[Req, Rep]) -> Handler[Req, Rep]:
             token = _principal.set(principal)
             return await handler(self, request, context)
         except SessionsError as e:
-            if e.code == "read_model_behind":
-                self.app.metrics.read_timeouts.inc()
             trailing: list[tuple[str, str]] = [("error-code", e.code)]
             if (extra := _details(e)) is not None:
                 trailing.append(("error-details", extra))

@@ -85,8 +85,6 @@ def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> R
     headers = {}
     if status in (429, 503):
         headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
-        if exc.code == "read_model_behind":
-            request.app.state["application"].metrics.read_timeouts.inc()
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="sessions"'  # RFC 6750: the scheme a client must use
     if status == 500:
