@@ -40,6 +40,7 @@ from service.errors import BadRequest, NotCaughtUp
 from service.keyring import DataKeys
 from service.request import ACTOR_KINDS, Context
 from service.unsealing import Unsealer
+from service.validation import MAX_PAGE
 
 __all__ = ["EVENT_TYPES", "MAX_PAGE", "Queries"]
 
@@ -47,8 +48,6 @@ __all__ = ["EVENT_TYPES", "MAX_PAGE", "Queries"]
 EVENT_TYPES: tuple[str, ...] = tuple(
     sorted({str(t.__struct_config__.tag) for t in get_args(AnyEvent)} | set(UPCASTERS))
 )
-
-MAX_PAGE = 1000
 
 
 def _page_limit(limit: int | None, default: int) -> int:
