@@ -12,7 +12,8 @@ checks needs ``Authorization: Bearer <key>`` and the key's tenant is the request
 Request headers: ``X-Tenant-Id`` (default tenant otherwise; with keys only the key's own tenant), ``X-Actor``
 (``kind:id``, kind one of user, model, service, admin; defaults to the user the request names, else the
 service), ``X-Correlation-Id`` (generated when absent, echoed back, recorded in every event),
-``Idempotency-Key`` (on ``POST .../messages``)."""
+``Idempotency-Key`` (on ``POST /v1/sessions`` and ``POST .../messages``; the same key with another
+request: 409 ``idempotency_key_reused``)."""
 
 from __future__ import annotations
 
