@@ -22,17 +22,23 @@ from redis.exceptions import RedisError
 
 from events.errors import SessionsError, Unavailable
 from events.log import EventLog
-from projections.api import PROJECTION, ReadModel
+from projections.api import PROJECTION, ReadModel, SessionRecord
 from service.commands import Commands
 from service.consistency import Consistency
 from service.erasure import ForgetResult, forget_user
+from service.errors import NotCaughtUp
 from service.keyring import DataKeys
 from service.metrics import Metrics
+from service.operations import command
 from service.queries import Queries
 from service.request import Context
 from service.settings import ServiceSettings
 
-__all__ = ["Application", "open_read_model"]
+__all__ = ["RESUME_GRACE_S", "Application", "open_read_model"]
+
+# How long a get-or-create that resumes a session not yet projected waits for its row (creation time and
+# metadata) before it answers from the log alone: short, so a write never hangs on a stopped projector.
+RESUME_GRACE_S = 0.25
 
 log = logging.getLogger("service.app")
 
@@ -67,9 +73,16 @@ class Application:
         self.consistency = Consistency(read_model, self.settings.read_timeout_s)
         # One key cache for both sides, so an erasure takes effect at once in this process.
         self.data_keys = DataKeys(log.redis, log.keys)
-        self.commands = Commands(log, self.data_keys if self.settings.encryption else None)
-        self.queries = Queries(log, read_model, self.consistency, self.data_keys)
         self.metrics = Metrics()
+        self.commands = Commands(
+            log,
+            self.data_keys if self.settings.encryption else None,
+            metrics=self.metrics,
+            sessions=self._projected_session,
+        )
+        self.queries = Queries(
+            log, read_model, self.consistency, self.data_keys, on_behind=self.metrics.read_timeouts.inc
+        )
         self.projector_enabled = projector
         self.projector: Any = None
         self._owns = owns_resources
@@ -149,6 +162,7 @@ class Application:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @command("forget_user")
     async def forget_user(self, ctx: Context, user_id: str, *, rewrite_aof: bool = False) -> ForgetResult:
         """Erase a user (``service.erasure.forget_user``): sessions deleted, data key destroyed, read-model
         rows removed, a ``user.forgotten.v1`` event in the audit trail."""
@@ -162,6 +176,23 @@ class Application:
             user_id,
             rewrite_aof=rewrite_aof,
         )
+
+    async def _projected_session(
+        self, tenant: str, session_id: str, at: dict[int, str | None]
+    ) -> SessionRecord | None:
+        """A resumed session's row, for what only the read model keeps (its creation time and metadata): as it
+        is, or after a short grace (``RESUME_GRACE_S``) when the session is not projected yet; None after
+        that, or when the read model cannot answer (the create answers from the log alone)."""
+        try:
+            row = await self.read_model.get_session(tenant, session_id)
+            if row is None:
+                with contextlib.suppress(NotCaughtUp):
+                    await self.consistency.wait(at, min(RESUME_GRACE_S, self.settings.read_timeout_s))
+                row = await self.read_model.get_session(tenant, session_id)
+        except SessionsError as e:
+            log.warning("resuming session %s without its row: %s", session_id, e)
+            return None
+        return row
 
     async def readiness(self) -> dict[str, str]:
         """What can be served; raises ``Unavailable`` with a code naming the first thing missing:

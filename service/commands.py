@@ -1,8 +1,10 @@
 """Commands: validate, build events with their defaults, append them to the log, return where they landed.
 
-A command never reads the read model: the log's append script is the one place where the rules are checked
-(ownership, deleted sessions, versions, tool calls, limits), atomically. What a command returns carries the
-position (partition + stream entry id) a later read can wait for.
+A command answers from the log alone (what it appended, and the aggregate's state there), never by waiting
+for the read model: the log's append script is the one place where the rules are checked (ownership, deleted
+sessions, versions, tool calls, limits), atomically. What a command returns carries the position (partition +
+stream entry id) a later read can wait for. Each command is an operation of ``service.operations``: its
+inputs checked and its appends counted there, once for every adapter.
 
 With ``data_keys`` (the service's default), what a user writes is sealed with their data key before it is
 appended (``service.sealing``): message contents, tool call arguments, memory values. The session's owner,
@@ -11,13 +13,14 @@ whose key seals its messages, comes from the log's aggregate state (the owner of
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from events.codec import recorded_at_of
 from events.errors import NotFound, PermissionDenied, SessionsError, Unavailable
 from events.log import AggregateState, AppendResult, EventLog
 from events.schema import (
@@ -40,35 +43,32 @@ from events.schema import (
     new_event_id,
     now_ms,
 )
+from projections.api import SessionRecord
 from service.errors import BadRequest
+from service.idempotency import IDEMPOTENCY_NAMESPACE, Claim
+from service.idempotency import event_id as idempotent_event_id
 from service.keyring import DataKeys
+from service.operations import Observer, command
 from service.request import Context
 from service.sealing import DataKey, aad, seal_text, seal_value
 
 __all__ = ["IDEMPOTENCY_NAMESPACE", "ClearResult", "Commands", "SessionWrite", "idempotent_event_id"]
 
-# Fixed forever: an Idempotency-Key maps to the same event id in every process and every release.
-IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d2a8e-3c4b-5d6e-8f70-112233445566")
+SessionLookup = Callable[[str, str, dict[int, str | None]], Awaitable[SessionRecord | None]]
+"""(tenant, session id, its position) -> the read model's row, if it has one (``Application``: after a short
+grace at most, never the read timeout)."""
 
 
 class SessionWrite(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str
-    created: bool
+    created: bool  # this request created it (also on a retry of that request with its Idempotency-Key)
     result: AppendResult
+    session: SessionRecord  # the session as the log has it after the write
 
 
 class ClearResult(msgspec.Struct, frozen=True, kw_only=True):
     count: int
     results: list[AppendResult]
-
-
-def idempotent_event_id(tenant: str, scope: str, key: str) -> uuid.UUID:
-    """The event id an Idempotency-Key stands for: a retry carries the same id, and the log returns the first
-    append's result. ``scope`` names the target (the log remembers ids per partition, so the key must not be
-    shared by two aggregates)."""
-    if not key or len(key) > 255:
-        raise BadRequest("an Idempotency-Key must be 1 to 255 characters", code="invalid_idempotency_key")
-    return uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{tenant}\x00{scope}\x00{key}")
 
 
 def _with_timestamps(messages: Sequence[Message], now: int) -> list[Message]:
@@ -98,9 +98,18 @@ def _seal_message(key: DataKey, associated: bytes, m: Message) -> Message:
 
 
 class Commands:
-    def __init__(self, log: EventLog, data_keys: DataKeys | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        data_keys: DataKeys | None = None,
+        *,
+        metrics: Observer | None = None,
+        sessions: SessionLookup | None = None,
+    ) -> None:
         self.log = log
         self.data_keys = data_keys  # None: append what users write in plain text
+        self.metrics = metrics  # counts each command's appends and refusals (``service.operations.command``)
+        self.sessions = sessions  # a resumed session's creation time and metadata, when already projected
 
     def _envelope(self, ctx: Context, user_id: str | None, event_id: uuid.UUID | None) -> dict[str, Any]:
         return {
@@ -110,25 +119,76 @@ class Commands:
             "correlation_id": ctx.correlation_id,
         }
 
+    @command("create_session")
     async def get_or_create_session(
         self,
         ctx: Context,
         user_id: str,
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> SessionWrite:
         """Resume the user's session ``session_id``, create it under that id, or create one with a new id.
-        Another user's session id is refused (PermissionDenied); a deleted one too (SessionDeleted)."""
+        Another user's session id is refused (PermissionDenied); a deleted one too (SessionDeleted). With an
+        ``idempotency_key`` and no ``session_id``, a retry returns the session the first try created; the same
+        key with another request is refused (``idempotency_key_reused``)."""
+        event_id = claim = None
         sid = session_id or str(new_event_id())
+        if idempotency_key is not None:
+            event_id = idempotent_event_id(ctx.tenant, "sessions", idempotency_key)
+            sid = session_id or str(event_id)
+            request = {"user_id": user_id, "session_id": session_id, "metadata": metadata or {}}
+            claim = await Claim.take(self.log, ctx.tenant, event_id, request)
         event = SessionCreated(
             aggregate_kind="session",
             aggregate_id=sid,
             payload=SessionCreatedPayload(user_id=user_id, metadata=metadata or {}),
-            **self._envelope(ctx, user_id, None),
+            **self._envelope(ctx, user_id, event_id),
         )
-        result = await self.log.append([event])
-        return SessionWrite(session_id=sid, created=result.appended, result=result)
+        try:
+            result = await self.log.append([event])
+        except SessionsError:
+            if claim is not None:
+                await claim.release()
+            raise
+        created = result.appended or result.duplicate
+        session = await self._session_of(ctx, sid, user_id, metadata or {}, result, created)
+        return SessionWrite(session_id=sid, created=created, result=result, session=session)
 
+    async def _session_of(
+        self,
+        ctx: Context,
+        session_id: str,
+        user_id: str,
+        metadata: dict[str, Any],
+        result: AppendResult,
+        created: bool,
+    ) -> SessionRecord:
+        """The session after a get-or-create, from the log: what this request appended, or (resumed) the
+        aggregate's state. A resumed session's creation time and metadata never change, so they come from the
+        read model's row (``sessions``); a session the read model has not seen yet answers with the time of
+        its latest event and its metadata unknown (``{}``) rather than wait."""
+        at = recorded_at_of(result.position) if result.position else None
+        record = SessionRecord(
+            tenant=ctx.tenant,
+            session_id=session_id,
+            user_id=user_id,
+            metadata=metadata,
+            created_at=at or recorded_at_of("0-0"),
+            updated_at=at or recorded_at_of("0-0"),
+            message_count=result.message_count or 0,
+            version=result.version,
+        )
+        if created or self.sessions is None:
+            return record
+        row = await self.sessions(ctx.tenant, session_id, {result.partition: result.position})
+        if row is None or row.deleted:
+            return msgspec.structs.replace(record, metadata={})
+        if row.version == result.version:
+            return row
+        return msgspec.structs.replace(record, created_at=row.created_at, metadata=row.metadata)
+
+    @command("add_messages")
     async def add_messages(
         self,
         ctx: Context,
@@ -138,32 +198,38 @@ class Commands:
         expected_version: int | None = None,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        """Append messages (timestamps default to now). A retry with the same Idempotency-Key returns the
-        first result and appends nothing."""
+        """Append messages (timestamps default to now), recorded as the session owner's unless the context
+        names an actor. A retry with the same Idempotency-Key returns the first result and appends nothing;
+        the same key with other messages is refused (``idempotency_key_reused``)."""
         if not messages:
             raise BadRequest("messages must be a non-empty list", code="empty_messages")
-        event_id = (
-            idempotent_event_id(ctx.tenant, f"session/{session_id}/messages", idempotency_key)
-            if idempotency_key is not None
-            else None
-        )
+        event_id = claim = None
+        if idempotency_key is not None:
+            event_id = idempotent_event_id(ctx.tenant, f"session/{session_id}/messages", idempotency_key)
+            request = {"messages": messages, "expected_version": expected_version}
+            claim = await Claim.take(self.log, ctx.tenant, event_id, request)
         stamped = _with_timestamps(messages, now_ms())
         key_name = None
-        if self.data_keys is not None:
-            owner = (await self._aggregate(ctx, "session", session_id)).user_id
-            if owner is not None:  # else the log refuses the append (no such session): nothing to seal
-                key = await self.data_keys.for_write(ctx.tenant, owner)
-                associated = aad(ctx.tenant, owner, "session", session_id)
-                stamped = [_seal_message(key, associated, m) for m in stamped]
-                key_name = key.name
+        # else (no such session) the log refuses the append: nothing to seal, no owner to record
+        owner = (await self._aggregate(ctx, "session", session_id)).user_id
+        if self.data_keys is not None and owner is not None:
+            key = await self.data_keys.for_write(ctx.tenant, owner)
+            associated = aad(ctx.tenant, owner, "session", session_id)
+            stamped = [_seal_message(key, associated, m) for m in stamped]
+            key_name = key.name
         event = MessagesAdded(
             aggregate_kind="session",
             aggregate_id=session_id,
             payload=MessagesAddedPayload(messages=stamped),
             encryption_key_id=key_name,
-            **self._envelope(ctx, None, event_id),
+            **self._envelope(ctx, owner, event_id),
         )
-        return await self.log.append([event], expected_version)
+        try:
+            return await self.log.append([event], expected_version)
+        except SessionsError:
+            if claim is not None:
+                await claim.release()
+            raise
 
     async def _aggregate(self, ctx: Context, kind: str, aggregate_id: str) -> AggregateState:
         try:
@@ -171,6 +237,7 @@ class Commands:
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise Unavailable(f"cannot reach Redis: {e}") from e
 
+    @command("delete_session")
     async def delete_session(self, ctx: Context, session_id: str, reason: str | None = None) -> AppendResult:
         event = SessionDeleted(
             aggregate_kind="session",
@@ -180,6 +247,7 @@ class Commands:
         )
         return await self.log.append([event])
 
+    @command("save_memory")
     async def save_memory(
         self, ctx: Context, user_id: str, key: str, value: Any, session_id: str | None = None
     ) -> AppendResult:
@@ -200,6 +268,7 @@ class Commands:
         )
         return await self.log.append([event])
 
+    @command("delete_memory")
     async def delete_memory(
         self, ctx: Context, user_id: str, key: str, session_id: str | None = None
     ) -> AppendResult:
@@ -213,6 +282,7 @@ class Commands:
         )
         return await self.log.append([event])
 
+    @command("clear_memory")
     async def clear_memory(self, ctx: Context, user_id: str) -> ClearResult:
         """Clear the user's memory in every scope: the user scope and each session scope the log lists."""
         envelope = self._envelope(ctx, user_id, None)
@@ -247,6 +317,7 @@ class Commands:
                 continue
         return ClearResult(count=sum(r.removed for r in results), results=results)
 
+    @command("publish_events")
     async def publish(self, events: Sequence[AnyEvent | Event]) -> list[AppendResult]:
         """Append a batch from another service: one atomic append per aggregate, in the order the aggregates
         first appear. The first refused aggregate stops the batch (the error says which were appended);

@@ -1,7 +1,8 @@
 """Errors of the service layer, on top of the event log's (``events.errors``).
 
-Every error the API shows has a stable snake_case ``code``; the HTTP adapter maps the class to a status and
-the SDK raises the same classes again from a problem+json reply, so a caller handles one hierarchy everywhere.
+Every error the API shows has a stable snake_case ``code``; ``statuses_of`` gives its HTTP status and gRPC
+status code (one table, read by both adapters), and the SDK raises the same classes again from a problem+json
+reply, so a caller handles one hierarchy everywhere.
 
     events.errors.SessionsError
     ├── InvalidEvent                  422 (the log's rules)
@@ -14,6 +15,7 @@ the SDK raises the same classes again from a problem+json reply, so a caller han
     ├── Unauthenticated               401 missing, unknown or revoked API key (service.security)
     ├── RateLimited                   429 with Retry-After (service.validation)
     ├── Conflict                      409 (carries current_version)
+    │   └── IdempotencyKeyReused      409 the same Idempotency-Key with another request
     ├── DuplicateEventId              409
     ├── Unavailable                   503 with Retry-After
     │   └── NotCaughtUp               503 the read model did not reach the position in time (retry)
@@ -42,6 +44,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "DuplicateEventId",
+    "IdempotencyKeyReused",
     "InvalidEvent",
     "LimitExceeded",
     "NotCaughtUp",
@@ -54,7 +57,9 @@ __all__ = [
     "Unavailable",
     "UndecodableEvent",
     "error_class_for_code",
+    "grpc_code_of",
     "status_of",
+    "statuses_of",
 ]
 
 
@@ -76,34 +81,53 @@ class NotCaughtUp(Unavailable):
     code = "read_model_behind"
 
 
-# Most specific first: the first class an error is an instance of gives its status.
-_STATUS: tuple[tuple[type[SessionsError], int], ...] = (
-    (BadRequest, 400),
-    (LimitExceeded, 413),
-    (InvalidEvent, 422),
-    (SessionDeleted, 410),
-    (NotFound, 404),
-    (PermissionDenied, 403),
-    (Conflict, 409),
-    (DuplicateEventId, 409),
-    (Unavailable, 503),
-    (ConfigurationError, 500),
-    (Unauthenticated, 401),
-    (RateLimited, 429),
-)
+class IdempotencyKeyReused(Conflict):
+    """A retry with the same ``Idempotency-Key`` but another request: the key names the first request only."""
 
+    code = "idempotency_key_reused"
+
+
+# One table for both adapters: the HTTP status and the gRPC status code (by name: the core imports no
+# transport; ``service.grpc`` looks the name up in ``grpc.StatusCode``). Most specific first: the first class
+# an error is an instance of gives its statuses.
+_STATUS: tuple[tuple[type[SessionsError], int, str], ...] = (
+    (BadRequest, 400, "INVALID_ARGUMENT"),
+    (LimitExceeded, 413, "INVALID_ARGUMENT"),  # the input is too big
+    (InvalidEvent, 422, "INVALID_ARGUMENT"),
+    (SessionDeleted, 410, "NOT_FOUND"),
+    (NotFound, 404, "NOT_FOUND"),
+    (PermissionDenied, 403, "PERMISSION_DENIED"),
+    (Conflict, 409, "ABORTED"),
+    (DuplicateEventId, 409, "ALREADY_EXISTS"),
+    (Unavailable, 503, "UNAVAILABLE"),  # NotCaughtUp too: retry shortly
+    (ConfigurationError, 500, "FAILED_PRECONDITION"),
+    (Unauthenticated, 401, "UNAUTHENTICATED"),
+    (RateLimited, 429, "RESOURCE_EXHAUSTED"),
+)
+_UNLISTED = (500, "INTERNAL")
 
 # Codes whose class says "invalid input" but which are about the request, not the events: 400.
 _BAD_REQUEST_CODES = frozenset({"invalid_cursor", "invalid_order", "invalid_position"})
 
 
-def status_of(error: SessionsError) -> int:
+def statuses_of(error: SessionsError) -> tuple[int, str]:
+    """(HTTP status, gRPC status code name) of an error."""
     if error.code in _BAD_REQUEST_CODES:
-        return 400
-    for cls, status in _STATUS:
+        return 400, "INVALID_ARGUMENT"
+    for cls, http, grpc in _STATUS:
         if isinstance(error, cls):
-            return status
-    return 500
+            return http, grpc
+    return _UNLISTED
+
+
+def status_of(error: SessionsError) -> int:
+    """The HTTP status of an error."""
+    return statuses_of(error)[0]
+
+
+def grpc_code_of(error: SessionsError) -> str:
+    """The name of the gRPC status code of an error (``grpc.StatusCode[name]``)."""
+    return statuses_of(error)[1]
 
 
 _CLASS_BY_STATUS: dict[int, type[SessionsError]] = {
@@ -127,6 +151,7 @@ def error_class_for_code(status: int, code: str) -> type[SessionsError]:
         "duplicate_event_id": DuplicateEventId,
         "undecodable_event": UndecodableEvent,
         "configuration_error": ConfigurationError,
+        "idempotency_key_reused": IdempotencyKeyReused,
     }
     if code in special:
         return special[code]

@@ -14,14 +14,17 @@ memory values and audit payloads; erased when the user's data key is gone.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, get_args
 
 import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from events.codec import UPCASTERS
 from events.errors import NotFound, PermissionDenied, SessionDeleted, Unavailable
 from events.log import AggregateState, EventLog
+from events.schema import AnyEvent
 from projections.api import (
     AuditFilter,
     AuditPage,
@@ -33,14 +36,18 @@ from projections.api import (
     SessionRecord,
 )
 from service.consistency import Consistency, Positions, merge_positions
-from service.errors import BadRequest
+from service.errors import BadRequest, NotCaughtUp
 from service.keyring import DataKeys
-from service.request import Context
+from service.request import ACTOR_KINDS, Context
 from service.unsealing import Unsealer
+from service.validation import MAX_PAGE
 
-__all__ = ["MAX_PAGE", "Queries"]
+__all__ = ["EVENT_TYPES", "MAX_PAGE", "Queries"]
 
-MAX_PAGE = 1000
+# Every type tag the archive can hold: the current ones and those an upcaster still reads.
+EVENT_TYPES: tuple[str, ...] = tuple(
+    sorted({str(t.__struct_config__.tag) for t in get_args(AnyEvent)} | set(UPCASTERS))
+)
 
 
 def _page_limit(limit: int | None, default: int) -> int:
@@ -58,6 +65,24 @@ def _no_nul(**values: str | list[str] | None) -> None:
                 raise BadRequest(f"{name} holds the NUL character (\\u0000)", code="nul_character")
 
 
+def _check_audit_filter(flt: AuditFilter) -> None:
+    """Refuse a filter that can match nothing because it names no known type or actor kind (a typo such as
+    ``memory.saved`` for ``memory.saved.v1`` would otherwise read as an empty trail)."""
+    unknown = sorted(set(flt.types or ()) - set(EVENT_TYPES))
+    if unknown:
+        raise BadRequest(
+            f"unknown event types {unknown}; known: {', '.join(EVENT_TYPES)}",
+            code="invalid_event_type",
+            known=list(EVENT_TYPES),
+        )
+    if flt.actor_kind is not None and flt.actor_kind not in ACTOR_KINDS:
+        raise BadRequest(
+            f"unknown actor_kind {flt.actor_kind!r}; known: {', '.join(ACTOR_KINDS)}",
+            code="invalid_actor_kind",
+            known=list(ACTOR_KINDS),
+        )
+
+
 class Queries:
     def __init__(
         self,
@@ -65,11 +90,22 @@ class Queries:
         read_model: ReadModel,
         consistency: Consistency,
         data_keys: DataKeys | None = None,
+        *,
+        on_behind: Callable[[], None] | None = None,
     ) -> None:
         self.log = log
         self.read_model = read_model
         self.consistency = consistency
         self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys))
+        self.on_behind = on_behind  # told of each read that gave up waiting (the read_model_behind metric)
+
+    async def _caught_up(self, target: Positions) -> None:
+        try:
+            await self.consistency.wait(target)
+        except NotCaughtUp:
+            if self.on_behind is not None:
+                self.on_behind()
+            raise
 
     def _target(self, at: Positions | None) -> Positions:
         target: Positions = dict(at or {})
@@ -85,7 +121,7 @@ class Queries:
         target = self._target(at)
         for st in states:
             merge_positions(target, {st.partition: st.position})
-        await self.consistency.wait(target)
+        await self._caught_up(target)
 
     async def _wait_heads(self, at: Positions | None) -> None:
         target = self._target(at)
@@ -94,7 +130,7 @@ class Queries:
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise Unavailable(f"cannot reach Redis: {e}") from e
         merge_positions(target, heads)
-        await self.consistency.wait(target)
+        await self._caught_up(target)
 
     async def _session_state(self, ctx: Context, session_id: str) -> AggregateState:
         st = await self.log.aggregate(ctx.tenant, "session", session_id)
@@ -169,6 +205,10 @@ class Queries:
         at: Positions | None = None,
     ) -> dict[str, MemoryRecord]:
         _no_nul(user_id=user_id, session_id=session_id, key=key)
+        if merged and session_id is None:
+            raise BadRequest(
+                "merged needs a session_id (both scopes, the session's winning)", code="merged_needs_session"
+            )
         states = (
             [await self.log.aggregate(ctx.tenant, "memory", user_id)] if session_id is None or merged else []
         )
@@ -204,6 +244,7 @@ class Queries:
             actor_id=flt.actor_id,
             after=after,
         )
+        _check_audit_filter(flt)
         if flt.session_id is not None and flt.user_id is None:
             st = await self.log.aggregate(ctx.tenant, "session", flt.session_id)
             if not st.exists:

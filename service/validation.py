@@ -9,7 +9,8 @@ request rate        token bucket per API key (per client address when no keys ar
                     Refused with 429 ``rate_limited`` + ``Retry-After`` (gRPC RESOURCE_EXHAUSTED)
 page size           ``limit`` above ``MAX_PAGE`` (1000): 400 ``limit_too_large`` (never silently clamped)
 session / user id   1 to 256 characters, no control character, no ``/`` (a path segment); a user id is also
-                    checked by the log. Refused with 400 ``invalid_id``
+                    checked by the log. Refused with 400 ``invalid_id`` wherever it is: path, query, body
+                    or gRPC field
 memory key          1 to 256 characters, no control character: 400 ``invalid_key``
 tenant              ``[a-z0-9][a-z0-9_-]{0,62}`` (keys name it; a tenant is never taken from a request when
                     keys are configured)
@@ -29,7 +30,9 @@ __all__ = [
     "check_id",
     "check_key",
     "check_limit",
+    "check_strict_int",
     "check_tenant",
+    "invalid_id",
 ]
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024  # 100 messages of the default 256 KiB content fit with room to spare
@@ -47,15 +50,27 @@ TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def invalid_id(field: str) -> BadRequest:
+    """The one refusal of a malformed session or user id, wherever it is (path, query, body, gRPC field)."""
+    return BadRequest(
+        f"{field} must be 1 to {MAX_ID_LENGTH} characters without '/' or control characters",
+        code="invalid_id",
+        field=field,
+    )
+
+
 def check_id(value: str, field: str) -> str:
     """A session or user id as the API takes it: 1 to 256 characters, no control character, no '/'."""
     if not value or len(value) > MAX_ID_LENGTH or _CONTROL.search(value) or "/" in value:
-        raise BadRequest(
-            f"{field} must be 1 to {MAX_ID_LENGTH} characters without '/' or control characters",
-            code="invalid_id",
-            field=field,
-        )
+        raise invalid_id(field)
     return value
+
+
+def check_strict_int(value: object, field: str) -> None:
+    """A JSON number that must be an integer as sent: not a string of digits, not a boolean (the HTTP
+    adapter's body conversion is lax and would take ``"3"`` for 3)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise BadRequest(f"{field} must be an integer, not {type(value).__name__}", code="invalid_request")
 
 
 def check_key(value: str) -> str:

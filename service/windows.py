@@ -39,6 +39,7 @@ __all__ = [
     "Window",
     "approx_tokens",
     "last_n",
+    "read_messages",
     "read_window",
     "refuse_paging",
     "resolve_strategy",
@@ -199,7 +200,10 @@ class MessageReader(Protocol):
         session_id: str,
         *,
         limit: int | None = None,
+        offset: int | None = None,
         order: Order = "asc",
+        after: str | None = None,
+        before: str | None = None,
         at: Positions | None = None,
     ) -> MessagePage: ...
 
@@ -247,3 +251,41 @@ async def read_window(
         if len(tail) >= page.total or (start > 0 and not orphaned):
             return Window(window, page.total, name)
         fetch = min(fetch * 4, page.total)
+
+
+async def read_messages(
+    queries: MessageReader,
+    ctx: Context,
+    session_id: str,
+    *,
+    strategy: str | None = None,
+    limit: int | None = None,
+    budget: int | None = None,
+    offset: int | None = None,
+    order: Order = "asc",
+    after: str | None = None,
+    before: str | None = None,
+    at: Positions | None = None,
+) -> MessagePage:
+    """A session's messages as both adapters ask for them: a context window when ``strategy`` names one
+    (``read_window``; ``next_cursor`` is then None), else a page. Refused, rather than silently dropped or
+    guessed: paging parameters beside a strategy, ``budget`` without a strategy, ``token_budget`` sized by
+    neither ``budget`` nor ``limit``, and ``after`` with ``before``."""
+    strategy = (strategy or "").strip() or None
+    if after and before:
+        raise BadRequest("after and before page in opposite directions: give one", code="after_with_before")
+    if strategy is None:
+        if budget is not None:
+            raise BadRequest(
+                "budget sizes a token_budget window: give strategy too", code="budget_without_strategy"
+            )
+        return await queries.messages(
+            ctx, session_id, limit=limit, offset=offset, order=order, after=after, before=before, at=at
+        )
+    refuse_paging(offset=offset, order=order, cursor=after or before)
+    if resolve_strategy(strategy) == "token_budget" and budget is None and not limit:
+        raise BadRequest(
+            "token_budget needs a budget (or a limit, read as the budget)", code="budget_required"
+        )
+    window = await read_window(queries, ctx, session_id, strategy, limit=limit or None, budget=budget, at=at)
+    return MessagePage(messages=window.messages, total=window.total)

@@ -1,4 +1,5 @@
-"""Conversions between the gRPC messages (``proto.sessions_pb2``) and the core's types, and the error mapping.
+"""Conversions between the gRPC messages (``proto.sessions_pb2``) and the core's types (the error mapping is
+``service.errors.statuses_of``, shared with HTTP).
 
 Kept apart from the servicer so both directions stay pure functions: a request message in, core arguments out
 (raising ``BadRequest`` for bad input), a record in, a reply message out.
@@ -10,29 +11,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import msgspec
 
-from events.errors import (
-    ConfigurationError,
-    Conflict,
-    DuplicateEventId,
-    InvalidEvent,
-    NotFound,
-    PermissionDenied,
-    SessionsError,
-    Unavailable,
-)
-from events.schema import Actor, Message
+from events.schema import Message
 from projections.api import AuditRecord, MessageRecord, SessionRecord
 from proto import sessions_pb2 as pb
-from service.errors import BadRequest, RateLimited, Unauthenticated
-from service.request import Context
+from service.errors import BadRequest
 
 __all__ = [
-    "ACTOR_KINDS",
     "audit_event",
-    "context_from_metadata",
     "decode_json",
     "encode_json",
     "epoch_ms",
@@ -42,34 +29,11 @@ __all__ = [
     "optional_id",
     "required",
     "session_to_proto",
-    "status_for",
 ]
 
-ACTOR_KINDS = ("user", "model", "service", "admin")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _encoder = msgspec.json.Encoder()
-
-# Most specific first: the first class an error is an instance of gives its status.
-_STATUS: tuple[tuple[type[SessionsError], grpc.StatusCode], ...] = (
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidEvent, grpc.StatusCode.INVALID_ARGUMENT),  # LimitExceeded too: the input is too big
-    (NotFound, grpc.StatusCode.NOT_FOUND),  # SessionDeleted too
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (Conflict, grpc.StatusCode.ABORTED),
-    (DuplicateEventId, grpc.StatusCode.ALREADY_EXISTS),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),  # NotCaughtUp too: retry shortly
-    (ConfigurationError, grpc.StatusCode.FAILED_PRECONDITION),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
-)
-
-
-def status_for(error: SessionsError) -> grpc.StatusCode:
-    for cls, status in _STATUS:
-        if isinstance(error, cls):
-            return status
-    return grpc.StatusCode.INVALID_ARGUMENT  # a SessionsError is raised on purpose, about the request
 
 
 def epoch_ms(value: datetime) -> int:
@@ -111,28 +75,6 @@ def decode_json(text: str, field: str) -> Any:
         raise BadRequest(f"{field} is not valid JSON text: {e}", code=f"invalid_{field}") from e
     except RecursionError as e:  # msgspec's answer to JSON nested deeper than the interpreter's stack
         raise BadRequest(f"{field} is nested too deeply", code=f"invalid_{field}") from e
-
-
-def context_from_metadata(metadata: Any, default_tenant: str) -> Context:
-    """``x-tenant-id``, ``x-actor`` (``kind:id``), ``x-correlation-id``; anything else (the gateway's
-    ``x-target-service`` included) is ignored."""
-    md: dict[str, str] = {}
-    for key, value in metadata or ():
-        if isinstance(value, str):
-            md[key.lower()] = value
-    actor = None
-    if raw := md.get("x-actor"):
-        kind, sep, actor_id = raw.partition(":")
-        if not sep or kind not in ACTOR_KINDS or not actor_id:
-            raise BadRequest(
-                "x-actor must be <kind>:<id>, kind one of user, model, service, admin", code="invalid_actor"
-            )
-        actor = Actor(kind=kind, id=actor_id)  # type: ignore[arg-type]
-    return Context(
-        tenant=md.get("x-tenant-id") or default_tenant,
-        actor=actor,
-        correlation_id=md.get("x-correlation-id") or None,
-    )
 
 
 def message_from_proto(m: pb.Message, index: int) -> Message:

@@ -16,6 +16,9 @@ original, on purpose:
 * with API keys configured (``service.security``) every call needs ``authorization: Bearer <key>`` metadata:
   UNAUTHENTICATED without a valid one, PERMISSION_DENIED (``insufficient_role``) for a reader's write or a
   non-admin's ``GetEvents`` across users, RESOURCE_EXHAUSTED (``rate_limited``) past the rate limit.
+
+Each method is an operation of ``service.operations`` (``RPC_OPERATIONS``): its role, input checks and metrics
+are the ones HTTP applies, through the same ``Gate.enter``; statuses come from ``service.errors.statuses_of``.
 """
 
 from __future__ import annotations
@@ -36,10 +39,9 @@ from projections.api import AuditFilter
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
-from service.errors import BadRequest
+from service.errors import BadRequest, grpc_code_of
 from service.grpc.convert import (
     audit_event,
-    context_from_metadata,
     decode_json,
     encode_json,
     epoch_ms,
@@ -49,21 +51,21 @@ from service.grpc.convert import (
     optional_id,
     required,
     session_to_proto,
-    status_for,
 )
-from service.request import Context
+from service.operations import OPERATIONS, Operation
+from service.request import Context, context_of
 from service.security.gate import Gate
-from service.security.keys import Principal, Role
+from service.security.keys import Principal
 from service.settings import ServiceSettings
-from service.validation import check_id, check_key, check_limit
-from service.windows import read_window, refuse_paging
+from service.windows import read_messages
 
 __all__ = [
     "GRPC_HOST_ENV",
+    "RPC_OPERATIONS",
     "SessionServicer",
     "create_grpc_server",
     "grpc_host",
-    "required_role",
+    "operation_of",
     "start_grpc_server",
 ]
 
@@ -75,31 +77,40 @@ Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Rep]]
 
-_WRITES = frozenset(
-    {"GetOrCreateSession", "DeleteSession", "AddMessages", "SaveMemory", "DeleteMemory", "ClearUserMemory"}
-)
-_READS = frozenset({"GetMessages", "GetMemory", "ListSessions", "GetEvents"})
+# The operation (``service.operations``) of each method of ``proto.SessionService``; a method missing here is
+# refused at start-up (``create_grpc_server``) and by tests/security/test_policy.py.
+RPC_OPERATIONS: dict[str, str] = {
+    "GetOrCreateSession": "create_session",
+    "DeleteSession": "delete_session",
+    "ListSessions": "list_sessions",
+    "AddMessages": "add_messages",
+    "GetMessages": "get_messages",
+    "SaveMemory": "save_memory",
+    "GetMemory": "get_memory",
+    "DeleteMemory": "delete_memory",
+    "ClearUserMemory": "clear_memory",
+    "GetEvents": "audit_events",
+}
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
 
-def required_role(rpc_name: str, request: Any) -> Role:
-    if rpc_name in _WRITES:
-        return "writer"
-    if rpc_name == "GetEvents" and not (request.user_id or request.session_id):
-        return "admin"
-    # an RPC nobody classified yet is an admin's until someone does
-    return "reader" if rpc_name in _READS else "admin"
+def operation_of(rpc_name: str) -> Operation | None:
+    return OPERATIONS.get(RPC_OPERATIONS.get(rpc_name, ""))
 
 
-def _check_input(request: Any) -> None:
-    fields = request.DESCRIPTOR.fields_by_name
-    for field in ("user_id", "session_id"):
-        if field in fields and (value := getattr(request, field)):
-            check_id(value, field)
-    if "key" in fields and request.key:
-        check_key(request.key)
-    if "limit" in fields and request.HasField("limit"):
-        check_limit(request.limit)
+def undeclared_methods() -> list[str]:
+    """Methods of ``proto.SessionService`` without a declared operation."""
+    service = pb.DESCRIPTOR.services_by_name["SessionService"]
+    return [m.name for m in service.methods if operation_of(m.name) is None]
+
+
+def _inputs(request: Any) -> dict[str, Any]:
+    """The fields a request carries, by name (absent optional fields left out)."""
+    return {field.name: value for field, value in request.ListFields()}
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
 
 
 # gRPC carries the status message and the trailers as metadata, refused whole over 16 KB (and a message may
@@ -134,13 +145,13 @@ def rpc(handler: Handler[Req, Rep]) -> Handler[Req, Rep]:
             token = _principal.set(principal)
             return await handler(self, request, context)
         except SessionsError as e:
-            if e.code == "read_model_behind":
-                self.app.metrics.read_timeouts.inc()
             trailing: list[tuple[str, str]] = [("error-code", e.code)]
             if (extra := _details(e)) is not None:
                 trailing.append(("error-details", extra))
             await context.abort(
-                status_for(e), _bounded(f"{e.code}: {e.message}"), trailing_metadata=tuple(trailing)
+                grpc.StatusCode[grpc_code_of(e)],
+                _bounded(f"{e.code}: {e.message}"),
+                trailing_metadata=tuple(trailing),
             )
         except grpc.aio.AbortError:
             raise
@@ -165,20 +176,23 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
         self.app = app
         self.gate = gate or Gate.from_settings(app.settings)
 
-    def admit(self, rpc_name: str, request: Any, context: grpc.aio.ServicerContext) -> Principal:
-        """The key, tenant, rate, role and ids of a call, before its handler runs."""
-        md = {k.lower(): v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        principal = self.gate.admit(md.get("authorization"), md.get("x-tenant-id"), context.peer())
-        principal.require(required_role(rpc_name, request), rpc_name)
-        if md.get("x-actor", "").partition(":")[0] == "admin":
-            principal.require("admin", "acting as an admin (x-actor admin:...)")
-        _check_input(request)
-        return principal
+    def admit(self, rpc_name: str, request: Any, context: grpc.aio.ServicerContext) -> Principal | None:
+        """The key, tenant, rate, role and input checks of a call (``Gate.enter``), before its handler runs.
+        A method with no declared operation is an admin's (``create_grpc_server`` refuses such a servicer)."""
+        md = _metadata(context)
+        return self.gate.enter(
+            operation_of(rpc_name) or OPERATIONS["metrics"],
+            _inputs(request),
+            authorization=md.get("authorization"),
+            tenant_asked=md.get("x-tenant-id"),
+            client=context.peer(),
+            actor=md.get("x-actor"),
+        )
 
     def ctx(self, context: grpc.aio.ServicerContext) -> Context:
         principal = _principal.get()
         tenant = principal.tenant if principal is not None else self.app.settings.default_tenant
-        return context_from_metadata(context.invocation_metadata(), tenant)
+        return context_of(_metadata(context), tenant)
 
     # -- sessions ------------------------------------------------------------------------------------------
 
@@ -194,12 +208,13 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
             if not isinstance(metadata, dict):
                 raise BadRequest("metadata_json must be a JSON object", code="invalid_metadata_json")
         write = await self.app.commands.get_or_create_session(
-            ctx, user_id, optional_id(request, "session_id"), metadata
+            ctx,
+            user_id,
+            optional_id(request, "session_id"),
+            metadata,
+            _metadata(context).get("idempotency-key"),
         )
-        self.app.metrics.observe_appends("create_session", [write.result])
-        record = await self.app.queries.session(
-            ctx, write.session_id, {write.result.partition: write.result.position or ""}
-        )
+        record = write.session
         return pb.GetOrCreateSessionResponse(
             session_id=record.session_id,
             user_id=record.user_id,
@@ -222,7 +237,6 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
             )
         except NotFound:  # unknown or already deleted: the original answered false
             return pb.DeleteSessionResponse(success=False)
-        self.app.metrics.observe_appends("delete_session", [result])
         return pb.DeleteSessionResponse(success=result.appended)
 
     @rpc
@@ -257,7 +271,6 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
             expected_version=request.expected_version if request.HasField("expected_version") else None,
             idempotency_key=request.idempotency_key if request.HasField("idempotency_key") else None,
         )
-        self.app.metrics.observe_appends("add_messages", [result])
         return pb.AddMessagesResponse(
             success=True,
             message_count=len(messages),
@@ -274,23 +287,16 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
         session_id = required(request.session_id, "session_id")
         limit = _non_negative(request, "limit")
         offset = _non_negative(request, "offset")
-        order = _order(request)
-        strategy = request.strategy.strip() if request.HasField("strategy") else ""
-        if strategy:
-            refuse_paging(offset=offset, order=order, cursor=optional_id(request, "after"))
-            window = await read_window(
-                self.app.queries,
-                ctx,
-                session_id,
-                strategy,
-                limit=limit or None,
-                budget=_non_negative(request, "budget") or None,
-            )
-            return pb.GetMessagesResponse(
-                messages=[message_to_proto(m) for m in window.messages], total_count=window.total
-            )
-        page = await self.app.queries.messages(
-            ctx, session_id, limit=limit, offset=offset, order=order, after=optional_id(request, "after")
+        page = await read_messages(
+            self.app.queries,
+            ctx,
+            session_id,
+            strategy=request.strategy if request.HasField("strategy") else None,
+            limit=limit,
+            budget=_non_negative(request, "budget"),
+            offset=offset,
+            order=_order(request),
+            after=optional_id(request, "after"),
         )
         reply = pb.GetMessagesResponse(
             messages=[message_to_proto(m) for m in page.messages], total_count=page.total
@@ -312,7 +318,6 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
         result = await self.app.commands.save_memory(
             ctx, user_id, key, value, optional_id(request, "session_id")
         )
-        self.app.metrics.observe_appends("save_memory", [result])
         return pb.SaveMemoryResponse(success=True, version=result.version)
 
     @rpc
@@ -321,8 +326,6 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
     ) -> pb.GetMemoryResponse:
         ctx = self.ctx(context)
         session_id = optional_id(request, "session_id")
-        if request.merged and session_id is None:
-            raise BadRequest("merged needs a session_id", code="merged_needs_session")
         records = await self.app.queries.memory(
             ctx,
             required(request.user_id, "user_id"),
@@ -345,7 +348,6 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
             )
         except NotFound:  # the session of the scope is unknown or deleted: the key is not there either
             return pb.DeleteMemoryResponse(success=False)
-        self.app.metrics.observe_appends("delete_memory", [result])
         return pb.DeleteMemoryResponse(success=result.removed > 0)
 
     @rpc
@@ -354,7 +356,6 @@ class SessionServicer(pb_grpc.SessionServiceServicer):  # type: ignore[misc]
     ) -> pb.ClearUserMemoryResponse:
         ctx = self.ctx(context)
         cleared = await self.app.commands.clear_memory(ctx, required(request.user_id, "user_id"))
-        self.app.metrics.observe_appends("clear_memory", cleared.results)
         return pb.ClearUserMemoryResponse(count=cleared.count)
 
     # -- audit ---------------------------------------------------------------------------------------------
@@ -405,6 +406,11 @@ def create_grpc_server(
     """A ``grpc.aio`` server with the servicer, bound (not started) to ``address`` (``host:port``, port 0:
     any free one). Returns the server and the port it bound. ``gate``: keys and rate (default: settings)."""
     # so_reuseport off: a second server on a taken port fails instead of silently sharing it.
+    if missing := undeclared_methods():
+        raise ConfigurationError(
+            f"gRPC methods without a declared operation (service.operations): {', '.join(missing)}",
+            code="undeclared_operation",
+        )
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_SessionServiceServicer_to_server(SessionServicer(app, gate), server)
     try:

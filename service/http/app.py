@@ -12,7 +12,8 @@ checks needs ``Authorization: Bearer <key>`` and the key's tenant is the request
 Request headers: ``X-Tenant-Id`` (default tenant otherwise; with keys only the key's own tenant), ``X-Actor``
 (``kind:id``, kind one of user, model, service, admin; defaults to the user the request names, else the
 service), ``X-Correlation-Id`` (generated when absent, echoed back, recorded in every event),
-``Idempotency-Key`` (on ``POST .../messages``)."""
+``Idempotency-Key`` (on ``POST /v1/sessions`` and ``POST .../messages``; the same key with another
+request: 409 ``idempotency_key_reused``)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from litestar.openapi import OpenAPIConfig
 
 from service.app import Application
 from service.http.dependencies import App, dependencies
-from service.http.guard import authorize
+from service.http.guard import authorize, check_declared
 from service.http.middleware import observe
 from service.http.openapi import openapi_document
 from service.http.problems import exception_handlers
@@ -51,7 +52,7 @@ from service.http.sessions import (
 log = logging.getLogger("service.http")
 
 
-@get("/healthz", summary="Liveness", include_in_schema=False)
+@get("/healthz", summary="Liveness", include_in_schema=False, opt={"operation": "healthz"})
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -60,6 +61,7 @@ async def healthz() -> dict[str, str]:
     "/readyz",
     summary="Readiness: the log configured, the read model migrated, every partition projected",
     include_in_schema=False,
+    opt={"operation": "readyz"},
 )
 async def readyz(application: App) -> dict[str, Any]:
     """200 when every request can be served; otherwise 503 with the code of what is missing
@@ -67,7 +69,7 @@ async def readyz(application: App) -> dict[str, Any]:
     return {"status": "ready", "checks": await application.readiness()}
 
 
-@get("/metrics", include_in_schema=False)
+@get("/metrics", include_in_schema=False, opt={"operation": "metrics"})
 async def metrics(application: App) -> Response[bytes]:
     from service.metrics import CONTENT_TYPE_LATEST
 
@@ -75,7 +77,7 @@ async def metrics(application: App) -> Response[bytes]:
     return Response(application.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@get("/openapi.json", include_in_schema=False)
+@get("/openapi.json", include_in_schema=False, opt={"operation": "openapi_json"})
 async def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return openapi_document(request.app)
 
@@ -110,7 +112,7 @@ def create_app(
             await opened.close()
 
     state = State({"application": application, "gate": gate} if application is not None else {"gate": gate})
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             create_session,
             get_session,
@@ -150,3 +152,5 @@ def create_app(
             configure_root_logger=False, formatters={"standard": {"format": LOG_FORMAT}}
         ),
     )
+    check_declared(app)  # every route names its operation: none without a role
+    return app

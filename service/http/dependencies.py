@@ -9,13 +9,11 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
-from events.schema import Actor
 from service.app import Application
 from service.consistency import Positions, merge_positions, parse_positions
-from service.errors import BadRequest
 from service.http.guard import principal_of
 from service.http.shapes import POSITION_HEADER
-from service.request import Context
+from service.request import Context, context_of
 
 __all__ = ["App", "At", "Ctx", "dependencies"]
 
@@ -24,23 +22,13 @@ App = NamedDependency[Application]
 Ctx = NamedDependency[Context]
 At = NamedDependency[Positions]
 
-_ACTOR_KINDS = ("user", "model", "service", "admin")
-
 
 def _context(request: Request[Any, Any, Any], state: State) -> Context:
     application: Application = state["application"]
     principal = principal_of(request)
     # The guard fixed the tenant (the key's, or with no keys the one asked for); public routes have none.
     tenant = principal.tenant if principal is not None else application.settings.default_tenant
-    actor = None
-    if raw := request.headers.get("x-actor"):
-        kind, sep, actor_id = raw.partition(":")
-        if not sep or kind not in _ACTOR_KINDS or not actor_id:
-            raise BadRequest(
-                "X-Actor must be <kind>:<id>, kind one of user, model, service, admin", code="invalid_actor"
-            )
-        actor = Actor(kind=kind, id=actor_id)  # type: ignore[arg-type]
-    return Context(tenant=tenant, actor=actor, correlation_id=request.headers.get("x-correlation-id"))
+    return context_of(request.headers, tenant)
 
 
 def _positions(request: Request[Any, Any, Any]) -> Positions:

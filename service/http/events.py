@@ -14,7 +14,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from events.codec import decode_event
 from projections.api import AuditFilter
 from service.erasure import ForgetResult
-from service.errors import BadRequest
+from service.errors import PermissionDenied
 from service.http.dependencies import App, At, Ctx
 from service.http.guard import principal_of
 from service.http.problems import error_responses
@@ -37,6 +37,7 @@ log = logging.getLogger("service.http")
     responses=error_responses(403, 404, 409, 410, 413, 422),
     status_code=200,
     summary="Publish a batch of events from another service",
+    opt={"operation": "publish_events"},
 )
 async def publish_events(
     data: JSONBody[PublishRequest], application: App, ctx: Ctx, request: Request[Any, Any, Any]
@@ -50,12 +51,11 @@ async def publish_events(
         tag = raw.get("type")
         event = decode_event(msgspec.json.encode(raw), tag if isinstance(tag, str) else None)
         if strict_tenant and event.tenant != ctx.tenant:
-            raise BadRequest(
+            raise PermissionDenied(
                 f"event {i} is for tenant {event.tenant!r}, not {ctx.tenant!r}", code="tenant_mismatch"
             )
         decoded.append(event)
     results = await application.commands.publish(decoded)
-    application.metrics.observe_appends("publish_events", results)
     firsts: dict[tuple[str, str], Any] = {}
     for e in decoded:
         firsts.setdefault((e.aggregate_kind, e.aggregate_id), e)
@@ -82,6 +82,7 @@ def _audit_filter(ctx: Ctx, **kw: Any) -> AuditFilter:
     "/v1/events",
     responses=error_responses(404),
     summary="The audit trail: archived events with their envelopes, oldest first",
+    opt={"operation": "audit_events"},
 )
 async def audit_events(
     application: App,
@@ -115,6 +116,7 @@ async def audit_events(
     "/v1/sessions/{session_id:str}/events",
     responses=error_responses(404),
     summary="The audit trail of one session",
+    opt={"operation": "session_events"},
 )
 async def session_events(
     session_id: FromPath[str],
@@ -147,6 +149,7 @@ async def session_events(
     responses=error_responses(),
     status_code=200,
     summary="Forget a user (admin): erase their sessions, messages and memory (crypto-shredding)",
+    opt={"operation": "forget_user"},
 )
 async def forget_user(
     user_id: FromPath[str],

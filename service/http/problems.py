@@ -17,6 +17,7 @@ from litestar.types import ExceptionHandlersMap
 from events.errors import SessionsError
 from service.errors import status_of
 from service.http.shapes import Problem
+from service.validation import invalid_id
 
 __all__ = ["PROBLEM_JSON", "ProblemDoc", "error_responses", "exception_handlers", "problem"]
 
@@ -40,7 +41,7 @@ _ERROR_TEXT = {
     401: "missing_api_key, invalid_api_key or revoked_api_key",
     403: "the session belongs to another user",
     404: "no such session",
-    409: "expected_version did not match (current_version given)",
+    409: "expected_version did not match (current_version given), or idempotency_key_reused",
     410: "the session was deleted",
     429: "rate_limited: retry after Retry-After",
     413: "a size or count limit",
@@ -84,24 +85,42 @@ def _on_sessions_error(request: Request[Any, Any, Any], exc: SessionsError) -> R
     headers = {}
     if status in (429, 503):
         headers["Retry-After"] = str(int(exc.details.get("retry_after", 1)))
-        if exc.code == "read_model_behind":
-            request.app.state["application"].metrics.read_timeouts.inc()
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="sessions"'  # RFC 6750: the scheme a client must use
     if status == 500:
         log.error("configuration error on %s %s: %s", request.method, request.url.path, exc.message)
-    if request.method != "GET" and 400 <= status < 500:
-        # A command the log (or the request's validation) refused; named like the handler.
-        request.app.state["application"].metrics.observe_refusal(request.route_handler.handler_name)
     return problem(status, exc.code, exc.message, _jsonable(exc.details), **headers)
 
 
+# Fields of a request body that hold a session or user id: refused as ``invalid_id``, as the same id is in a
+# path, a query or a gRPC message (``service.validation.check_id``), not as a generic ``invalid_request``.
+_ID_FIELDS = frozenset({"user_id", "session_id"})
+
+
+def _bad_id(item: dict[str, Any]) -> bool:
+    """A body's id that is a string but not a valid id (too short, too long, a '/'); a number is another
+    mistake (``invalid_request``)."""
+    message = str(item.get("message", ""))
+    return (
+        item.get("key") in _ID_FIELDS
+        and item.get("source") == "body"
+        and message.startswith("Expected `str` ")
+        and "got" not in message
+    )
+
+
 def _on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    items = [item for item in (exc.extra if isinstance(exc.extra, list) else []) if isinstance(item, dict)]
+    if any(item.get("key") == "data" and item.get("message") == "'data'" for item in items):
+        # Litestar's way of saying the body is absent (its message is the bare name of the parameter).
+        return problem(400, "missing_body", "this request needs a JSON body; none was sent")
+    if items and all(_bad_id(item) for item in items):
+        error = invalid_id(str(items[0]["key"]))
+        return problem(status_of(error), error.code, error.message, _jsonable(error.details))
     messages = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        if isinstance(item, dict):
-            where = item.get("key") or item.get("source") or ""
-            messages.append(f"{where}: {item.get('message', '')}".strip(": "))
+    for item in items:
+        where = item.get("key") or item.get("source") or ""
+        messages.append(f"{where}: {item.get('message', '')}".strip(": "))
     detail = "; ".join(m for m in messages if m) or str(exc.detail)
     return problem(400, "invalid_request", detail, {"errors": _jsonable({"e": exc.extra}).get("e") or []})
 

@@ -4,9 +4,9 @@ window. Each write replies with its position (body and ``X-Session-Position``)."
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from litestar import Response, delete, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
@@ -22,7 +22,8 @@ from service.http.shapes import (
     SessionReply,
     SessionsReply,
 )
-from service.windows import read_window, refuse_paging
+from service.validation import check_strict_int
+from service.windows import read_messages
 
 __all__ = ["add_messages", "create_session", "delete_session", "get_messages", "get_session", "list_sessions"]
 
@@ -33,27 +34,45 @@ log = logging.getLogger("service.http")
     "/v1/sessions",
     responses={
         201: ResponseSpec(SessionReply, description="created", generate_examples=False),
-        **error_responses(403, 410, 413, 422),
+        **error_responses(403, 409, 410, 413, 422),
     },
     status_code=200,
     summary="Get or create a session",
+    opt={"operation": "create_session"},
 )
-async def create_session(data: JSONBody[CreateSession], application: App, ctx: Ctx) -> Response[SessionReply]:
+async def create_session(
+    data: JSONBody[CreateSession],
+    application: App,
+    ctx: Ctx,
+    idempotency_key: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Idempotency-Key",
+            description="without session_id: a retry with the same key returns the session the first created",
+        ),
+    ] = None,
+) -> Response[SessionReply]:
     """Resumes the user's session ``session_id``, creates it under that id when unknown, or creates one with a
-    new id when ``session_id`` is absent. 201 when created, 200 when resumed; another user's id: 403."""
+    new id when ``session_id`` is absent. 201 when created, 200 when resumed; another user's id: 403. Answers
+    from the log, whether or not the read model has caught up."""
     write = await application.commands.get_or_create_session(
-        ctx, data.user_id, data.session_id, data.metadata
+        ctx, data.user_id, data.session_id, data.metadata, idempotency_key
     )
-    application.metrics.observe_appends("create_session", [write.result])
-    record = await application.queries.session(
-        ctx, write.session_id, {write.result.partition: write.result.position or ""}
-    )
+    extra = {"Idempotent-Replayed": "true"} if write.result.duplicate else {}
     return written(
-        session_reply(record, write.created), positions_of(write.result), 201 if write.created else 200
+        session_reply(write.session, write.created),
+        positions_of(write.result),
+        201 if write.created else 200,
+        **extra,
     )
 
 
-@get("/v1/sessions/{session_id:str}", responses=error_responses(404, 410), summary="Get a session")
+@get(
+    "/v1/sessions/{session_id:str}",
+    responses=error_responses(404, 410),
+    summary="Get a session",
+    opt={"operation": "get_session"},
+)
 async def get_session(session_id: FromPath[str], application: App, ctx: Ctx, at: At) -> SessionReply:
     return session_reply(await application.queries.session(ctx, session_id, at))
 
@@ -63,12 +82,12 @@ async def get_session(session_id: FromPath[str], application: App, ctx: Ctx, at:
     responses=error_responses(404, 410, 413, 422),
     status_code=200,
     summary="Delete a session and its session-scoped memory",
+    opt={"operation": "delete_session"},
 )
 async def delete_session(
     session_id: FromPath[str], application: App, ctx: Ctx
 ) -> Response[SessionDeleteReply]:
     result = await application.commands.delete_session(ctx, session_id)
-    application.metrics.observe_appends("delete_session", [result])
     pos = positions_of(result)
     return written(
         SessionDeleteReply(session_id=session_id, deleted=result.appended, position=pos[0] if pos else None),
@@ -80,6 +99,7 @@ async def delete_session(
     "/v1/users/{user_id:str}/sessions",
     responses=error_responses(),
     summary="A user's sessions, most recently updated first",
+    opt={"operation": "list_sessions"},
 )
 async def list_sessions(
     user_id: FromPath[str],
@@ -98,10 +118,12 @@ async def list_sessions(
     responses=error_responses(404, 409, 410, 413, 422),
     status_code=201,
     summary="Append messages",
+    opt={"operation": "add_messages"},
 )
 async def add_messages(
     session_id: FromPath[str],
     data: JSONBody[AddMessages],
+    request: Request[Any, Any, Any],
     application: App,
     ctx: Ctx,
     idempotency_key: Annotated[
@@ -111,6 +133,8 @@ async def add_messages(
         ),
     ] = None,
 ) -> Response[AppendReply]:
+    body = await request.json()  # the decoded body, cached: the conversion above took "3" for 3
+    check_strict_int(body.get("expected_version") if isinstance(body, dict) else None, "expected_version")
     result = await application.commands.add_messages(
         ctx,
         session_id,
@@ -118,7 +142,6 @@ async def add_messages(
         expected_version=data.expected_version,
         idempotency_key=idempotency_key,
     )
-    application.metrics.observe_appends("add_messages", [result])
     pos = positions_of(result)
     reply = AppendReply(
         session_id=session_id,
@@ -137,6 +160,7 @@ async def add_messages(
     "/v1/sessions/{session_id:str}/messages",
     responses=error_responses(404, 410),
     summary="A page of a session's messages",
+    opt={"operation": "get_messages"},
 )
 async def get_messages(
     session_id: FromPath[str],
@@ -162,13 +186,17 @@ async def get_messages(
     ] = None,
     budget: Annotated[int | None, QueryParameter(ge=0, description="token budget of token_budget")] = None,
 ) -> MessagesReply:
-    if strategy:
-        refuse_paging(offset=offset, order=order, cursor=after or before)
-        window = await read_window(
-            application.queries, ctx, session_id, strategy, limit=limit or None, budget=budget, at=at
-        )
-        return MessagesReply(messages=window.messages, total=window.total)
-    page = await application.queries.messages(
-        ctx, session_id, limit=limit, offset=offset, order=order, after=after, before=before, at=at
+    page = await read_messages(
+        application.queries,
+        ctx,
+        session_id,
+        strategy=strategy,
+        limit=limit,
+        budget=budget,
+        offset=offset,
+        order=order,
+        after=after,
+        before=before,
+        at=at,
     )
     return MessagesReply(messages=page.messages, total=page.total, next_cursor=page.next_cursor)

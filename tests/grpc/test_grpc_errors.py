@@ -197,8 +197,10 @@ async def test_a_read_the_read_model_cannot_catch_up_with_is_unavailable(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.SessionServiceStub(channel)
+            # issue 15 item 4: the create answers from the log (it waited for the read model, UNAVAILABLE)
+            created = await stub.GetOrCreateSession(pb.GetOrCreateSessionRequest(user_id="late"))
             await expect_error(
-                stub.GetOrCreateSession(pb.GetOrCreateSessionRequest(user_id="late")),
+                stub.GetMessages(pb.GetMessagesRequest(session_id=created.session_id)),
                 S.UNAVAILABLE,
                 "read_model_behind",
             )

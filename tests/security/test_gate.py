@@ -194,7 +194,7 @@ async def test_a_key_of_one_tenant_cannot_name_another_tenant_or_act_as_admin(st
     assert r.status_code == 200, r.text
     # raw events carry their tenant: an event of another tenant is refused, whoever publishes it
     r = await stack.call("beta_admin", "POST", "/v1/events", json=body("publish_events", "alpha"))
-    assert (r.status_code, code_of(r)) == (400, "tenant_mismatch")
+    assert (r.status_code, code_of(r)) == (403, "tenant_mismatch")  # issue 15 item 10: one status
     r = await stack.call("beta_admin", "POST", "/v1/events", json=body("publish_events", "beta"))
     assert r.status_code == 200, r.text
 

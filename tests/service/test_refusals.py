@@ -107,7 +107,8 @@ async def test_malformed_requests_are_400(http: httpx.AsyncClient) -> None:
     sid = await new_session(http)
     assert_problem(await http.post("/v1/sessions", json={"user_id": 5}), 400, "invalid_request")
     assert_problem(await http.post("/v1/sessions", json={}), 400, "invalid_request")
-    assert_problem(await http.post("/v1/sessions", json={"user_id": ""}), 400, "invalid_request")
+    # issue 15 item 10: a bad id is invalid_id wherever it is (it was invalid_request in a body only)
+    assert_problem(await http.post("/v1/sessions", json={"user_id": ""}), 400, "invalid_id")
     assert_problem(
         await http.post("/v1/sessions", json={"user_id": "a", "surprise": 1}), 400, "invalid_request"
     )
@@ -180,7 +181,7 @@ async def test_a_publish_batch_stops_at_the_first_refused_aggregate(http: httpx.
     assert body["failed_aggregate"] == {"kind": "session", "id": "pb-missing"}
     assert len(body["appended"]) == 1
     tenant = await http.post("/v1/events", json={"events": events[:1]}, headers={"X-Tenant-Id": "other"})
-    assert_problem(tenant, 400, "tenant_mismatch")
+    assert_problem(tenant, 403, "tenant_mismatch")  # issue 15 item 10: one status everywhere
 
 
 @pytest.fixture
@@ -238,7 +239,10 @@ async def test_a_read_the_projection_cannot_serve_in_time_is_503_never_stale(
         transport=httpx.ASGITransport(app=create_app(no_projector)), base_url="http://t"
     ) as http:
         r = await http.post("/v1/sessions", json={"user_id": "alice", "session_id": "s1"})
+        # issue 15 item 4: the create answers from the log (it waited for the read model, and answered 503)
+        assert r.status_code == 201, r.text
         # The session was appended, but nothing projects it: the read refuses rather than answer stale.
+        r = await http.get("/v1/sessions/s1")
         body = assert_problem(r, 503, "read_model_behind")
         assert r.headers["retry-after"] == "1" and body["partitions"]
         assert_problem(await http.get("/v1/sessions/s1/messages"), 503, "read_model_behind")
