@@ -23,10 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import ConfigurationError, SessionsError, Unavailable
+from events.driver import redis_call
+from events.errors import ConfigurationError, SessionsError
 from events.log import EventLog
 from events.settings import LogSettings
 from projections.api import PROJECTION, ReadModel
@@ -65,10 +64,8 @@ async def open_resources() -> AsyncIterator[tuple[EventLog, ReadModel]]:
 
 async def _check_partitions(log: EventLog) -> None:
     """A worker or a trim with the wrong partition count would silently miss partitions: refuse it."""
-    try:
+    async with redis_call(log.timeout_s):
         found = await log.redis.hget(log.keys.config(0), "partitions")
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
     if found is not None and int(found) != log.partitions:
         raise ConfigurationError(
             f"this Redis holds a log of {int(found)} partitions under prefix {log.settings.prefix!r}, but "

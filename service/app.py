@@ -18,8 +18,7 @@ import contextlib
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from events.driver import redis_call
 from events.errors import SessionsError, Unavailable
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel
@@ -84,7 +83,7 @@ class Application:
         self.read_model = read_model
         self.consistency = Consistency(read_model, self.settings.read_timeout_s)
         # One key cache for both sides, so an erasure takes effect at once in this process.
-        self.data_keys = DataKeys(log.redis, log.keys)
+        self.data_keys = DataKeys(log.redis, log.keys, timeout_s=log.timeout_s)
         self.commands = Commands(log, self.data_keys if self.settings.encryption else None)
         self.queries = Queries(log, read_model, self.consistency, self.data_keys)
         self.metrics = Metrics()
@@ -180,7 +179,8 @@ class Application:
         """What is reachable; raises ``Unavailable`` naming the first thing that is not."""
         checks: dict[str, str] = {}
         try:
-            await self.log.redis.ping()
+            async with redis_call(self.log.timeout_s):
+                await self.log.redis.ping()
         except Exception as e:
             raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
         checks["log"] = "ok"
@@ -211,5 +211,5 @@ class Application:
                 self.metrics.set_lag(st.partition, st.lag_events, st.lag_seconds)
             dead = await self.read_model.dead_letters(limit=10_000)
             self.metrics.dead_letters.set(len(dead))
-        except (ImportError, SessionsError, RedisError, OSError) as e:
+        except (ImportError, SessionsError) as e:
             log.warning("metrics: projection status unavailable: %s", e)

@@ -17,10 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import NotFound, PermissionDenied, SessionDeleted, Unavailable
+from events.errors import NotFound, PermissionDenied, SessionDeleted
 from events.log import AggregateState, EventLog
 from projections.api import (
     AuditFilter,
@@ -89,11 +87,7 @@ class Queries:
 
     async def _wait_heads(self, at: Positions | None) -> None:
         target = self._target(at)
-        try:
-            heads = await self.log.heads()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
-        merge_positions(target, heads)
+        merge_positions(target, await self.log.heads())
         await self.consistency.wait(target)
 
     async def _session_state(self, ctx: Context, session_id: str) -> AggregateState:
