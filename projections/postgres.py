@@ -67,7 +67,7 @@ from .api import (
 from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, check_checkpoint, decode, guard
 from .driver import UNWRITABLE, Deadline, pg_errors
 from .errors import AlreadyApplied, FencedOut, UnwritableBatch
-from .migrations import migrate
+from .migrations import migrate, migrations
 from .paging import audit_cursor, from_us, message_window, parse_session_cursor, session_cursor
 from .store import Statements
 
@@ -327,6 +327,15 @@ class PostgresReadModel:
         async with self._conn() as conn:
             rows = await (await conn.execute(self.sql.checkpoints, [projection])).fetchall()
         return {r[0]: store.checkpoint(r) for r in rows}
+
+    async def pending_migrations(self) -> list[int]:
+        """Migrations shipped but not applied to this schema (readiness), within the query bound."""
+        async with self._conn() as conn:
+            rows = await (
+                await conn.execute(f"SELECT version FROM {self.sql.q}.schema_migrations")
+            ).fetchall()
+        applied = {int(r[0]) for r in rows}
+        return [m.version for m in migrations() if m.version not in applied]
 
     async def dead_letters(self, *, limit: int = 100, include_retried: bool = False) -> list[DeadLetter]:
         query = self.sql.dead_letters + ("" if include_retried else " WHERE NOT retried") + " ORDER BY id"

@@ -53,16 +53,10 @@ async def _close(obj: Any) -> None:
 
 
 async def _pending_migrations(read_model: ReadModel) -> list[int]:
-    """Migrations shipped but not applied to a PostgreSQL read model's schema (none for the in-memory one)."""
-    pool, schema = getattr(read_model, "pool", None), getattr(read_model, "schema", None)
-    if pool is None or not isinstance(schema, str):
-        return []
-    from projections.migrations import check_schema_name, migrations
-
-    async with pool.connection() as conn:
-        cur = await conn.execute(f'SELECT version FROM "{check_schema_name(schema)}".schema_migrations')
-        applied = {int(row[0]) for row in await cur.fetchall()}
-    return [m.version for m in migrations() if m.version not in applied]
+    """Migrations shipped but not applied to a PostgreSQL read model's schema (none for the in-memory one),
+    asked within the read model's query bound."""
+    pending = getattr(read_model, "pending_migrations", None)
+    return [] if pending is None else list(await pending())
 
 
 class Application:
