@@ -250,11 +250,14 @@ class EventLog:
         self, positions: dict[int, str], count: int = 1000, block_ms: int | None = None
     ) -> dict[int, list[RawEntry]]:
         """Entries of several partitions after their positions (one XREAD). On Redis Cluster, call it with
-        the partitions of one node at a time."""
+        the partitions of one node at a time. A blocking read waits at most half of ``timeout_s`` (below the
+        client's socket timeout, which redis-py does not stretch for XREAD's BLOCK); callers loop."""
         if not positions:
             return {}
         streams = {self.keys.log(p): after for p, after in positions.items()}
         by_key = {self.keys.log(p): p for p in positions}
+        if block_ms is not None:
+            block_ms = max(1, min(block_ms, int(self.timeout_s * 500)))
         async with redis_call(self.timeout_s + (block_ms or 0) / 1000):
             reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
         out: dict[int, list[RawEntry]] = {}

@@ -112,8 +112,9 @@ class Deadline:
         self._conn = None
 
     def watch(self, conn: Any) -> None:
+        """Cut ``conn`` at the deadline (at once if it has passed); None: nothing to cut any more."""
         self._conn = conn
-        if self.overran is not None:
+        if conn is not None and self.overran is not None:
             self._cut(conn)
 
     @property

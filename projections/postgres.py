@@ -231,7 +231,10 @@ class PostgresReadModel:
         with Deadline(bound) as deadline, pg_errors(deadline):
             async with self.pool.connection(timeout=deadline.remaining_s) as conn:
                 deadline.watch(conn)
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    deadline.watch(None)  # back in the pool, a connection is no longer ours to cut
 
     # -- queries ---------------------------------------------------------------------------------------
     async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:

@@ -61,3 +61,17 @@ async def test_a_call_that_does_not_answer_ends_at_its_deadline() -> None:
 async def test_no_deadline_means_none_of_ours() -> None:
     async with redis_call(None):
         await asyncio.sleep(0.01)
+
+
+async def test_a_blocking_read_stays_below_the_call_bound() -> None:
+    """XREAD's BLOCK is not covered by redis-py's socket timeout: a block longer than the bound would turn an
+    idle stream into 'cannot reach Redis'. The log blocks at most half the bound; the caller loops."""
+    import fakeredis
+
+    from events import EventLog, LogSettings
+
+    log = EventLog(fakeredis.FakeAsyncRedis(), LogSettings(prefix="drv", partitions=2, timeout_s=0.4))
+    t0 = time.monotonic()
+    assert await log.read(0, block_ms=5000) == []
+    assert time.monotonic() - t0 < 1.5
+    await log.close()
