@@ -67,7 +67,7 @@ class Queries:
         self.log = log
         self.read_model = read_model
         self.consistency = consistency
-        self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys))
+        self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys, timeout_s=log.timeout_s))
 
     def _target(self, at: Positions | None) -> Positions:
         target: Positions = dict(at or {})
