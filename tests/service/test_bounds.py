@@ -1,6 +1,7 @@
 """A bounded request is bounded (issue 15, item 6): whatever PostgreSQL or Redis do (stopped, frozen with
-SIGSTOP), every HTTP read and write answers within its configured bound plus a small margin, with a 503 and a
-code when it cannot be served; once the server is back (restarted, SIGCONT) the same process serves again.
+SIGSTOP), every read and write, over HTTP and gRPC, answers within its configured bound plus a small margin,
+with a 503 (UNAVAILABLE) and a code when it cannot be served; once the server is back (restarted, SIGCONT) the
+same process serves again, and every write acknowledged during the outage is readable, once.
 
 The servers are the test's own (``own_servers``): PostgreSQL initialised under a temporary folder, Redis with
 AOF ``always``, both on free loopback ports. The bounds are the defaults: the read timeout (2 s), one Redis
@@ -13,16 +14,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
 from events import EventLog, LogSettings
 from events.driver import connect
 from projections.postgres import PostgresReadModel
+from proto import sessions_pb2 as pb
+from proto import sessions_pb2_grpc as pb_grpc
 from service.app import Application
+from service.grpc.servicer import create_grpc_server
 from service.http.app import create_app
 from service.settings import ServiceSettings
 
@@ -61,7 +66,8 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 class Stack:
     app: Application
     http: httpx.AsyncClient
-    session_id: str
+    stub: pb_grpc.SessionServiceStub
+    acknowledged: list[str] = field(default_factory=list)  # messages the service accepted during the outage
 
 
 @pytest.fixture
@@ -77,8 +83,13 @@ async def stack(own_pg: OwnPostgres, own_redis: OwnRedis) -> AsyncIterator[Stack
         log, read_model, settings=ServiceSettings(read_timeout_s=BOUND_S, log=settings), projector=True
     )
     await app.start()
+    server, port = create_grpc_server(app, "127.0.0.1:0")
+    await server.start()
     transport = httpx.ASGITransport(app=create_app(app))
-    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http:
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as http,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
         r = await http.post("/v1/sessions", json={"user_id": USER, "session_id": "s1"})
         assert r.status_code == 201, r.text
         r = await http.post(
@@ -86,7 +97,8 @@ async def stack(own_pg: OwnPostgres, own_redis: OwnRedis) -> AsyncIterator[Stack
         )
         assert r.status_code in (200, 201), r.text
         assert len((await http.get("/v1/sessions/s1/messages")).json()["messages"]) == 1
-        yield Stack(app, http, "s1")
+        yield Stack(app, http, pb_grpc.SessionServiceStub(channel))
+    await server.stop(None)
     own_pg.thaw()
     if not _pg_up(own_pg):
         own_pg.start()
@@ -99,10 +111,29 @@ def _pg_up(pg: OwnPostgres) -> bool:
     return (pg.data / "postmaster.pid").exists()
 
 
-def requests(http: httpx.AsyncClient, n: int) -> dict[str, Callable[[], Awaitable[httpx.Response]]]:
-    """Every kind of read and write, each to be timed."""
+Answer = tuple[int, str]  # an HTTP status (gRPC: OK 200, UNAVAILABLE 503, else 500) and the error code
+
+
+async def over_http(call: Awaitable[httpx.Response]) -> Answer:
+    r = await call
+    return r.status_code, (r.json().get("code", "") if r.status_code >= 400 else "")
+
+
+async def over_grpc(call: Awaitable[object]) -> Answer:
+    try:
+        await call
+        return 200, ""
+    except grpc.aio.AioRpcError as e:
+        code = dict(e.trailing_metadata() or ()).get("error-code", "")
+        return (503 if e.code() == grpc.StatusCode.UNAVAILABLE else 500), str(code)
+
+
+def requests(stack: Stack, n: int) -> dict[str, Callable[[], Awaitable[Answer]]]:
+    """Every kind of read and write, over HTTP and gRPC, each to be timed."""
+    http, stub, t = stack.http, stack.stub, 30.0  # t: the gRPC client's own deadline, far above the bound
     msg = {"messages": [{"role": "user", "content": f"during the outage {n}"}]}
-    return {
+    grpc_msg = pb.Message(role="user", content=f"over gRPC {n}")
+    calls: dict[str, Callable[[], Awaitable[httpx.Response]]] = {
         "GET session": lambda: http.get("/v1/sessions/s1"),
         "GET messages": lambda: http.get("/v1/sessions/s1/messages"),
         "GET user's sessions": lambda: http.get(f"/v1/users/{USER}/sessions"),
@@ -113,17 +144,28 @@ def requests(http: httpx.AsyncClient, n: int) -> dict[str, Callable[[], Awaitabl
         "POST sessions": lambda: http.post("/v1/sessions", json={"user_id": USER, "session_id": f"new{n}"}),
         "GET readyz": lambda: http.get("/readyz"),
     }
+    out: dict[str, Callable[[], Awaitable[Answer]]] = {
+        name: (lambda c=c: over_http(c())) for name, c in calls.items()
+    }
+    out["gRPC GetMessages"] = lambda: over_grpc(
+        stub.GetMessages(pb.GetMessagesRequest(session_id="s1"), timeout=t)
+    )
+    out["gRPC GetMemory"] = lambda: over_grpc(stub.GetMemory(pb.GetMemoryRequest(user_id=USER), timeout=t))
+    out["gRPC AddMessages"] = lambda: over_grpc(
+        stub.AddMessages(pb.AddMessagesRequest(session_id="s1", messages=[grpc_msg]), timeout=t)
+    )
+    return out
 
 
-async def timed(call: Callable[[], Awaitable[httpx.Response]]) -> tuple[float, httpx.Response]:
+async def timed(call: Callable[[], Awaitable[Answer]]) -> tuple[float, Answer]:
     t0 = time.monotonic()
-    r = await call()
-    return time.monotonic() - t0, r
+    answer = await call()
+    return time.monotonic() - t0, answer
 
 
-async def every_request_is_bounded(http: httpx.AsyncClient, fault: str, n: int) -> dict[str, int]:
+async def every_request_is_bounded(stack: Stack, fault: str, n: int) -> dict[str, int]:
     """All requests at once; each answers within the bound (or a 503 with an outage code). Statuses."""
-    calls = requests(http, n)
+    calls = requests(stack, n)
     try:
         async with asyncio.timeout(5 * BOUND_S):  # without bounds they hang until the server is back
             results = await asyncio.gather(*(timed(c) for c in calls.values()))
@@ -131,72 +173,77 @@ async def every_request_is_bounded(http: httpx.AsyncClient, fault: str, n: int) 
         pytest.fail(f"{fault}: requests still unanswered after {5 * BOUND_S:g} s")
     statuses = {}
     worst = 0.0
-    for (name, _), (took, r) in zip(calls.items(), results, strict=True):
+    for (name, _), (took, (status, code)) in zip(calls.items(), results, strict=True):
         worst = max(worst, took)
-        code = r.json().get("code", "") if r.status_code >= 400 else ""
-        FIGURES.append(f"{fault:<24} {name:<20} {r.status_code} {code:<22} {took:5.2f} s")
+        FIGURES.append(f"{fault:<24} {name:<20} {status} {code:<22} {took:5.2f} s")
         assert took <= BOUND_S + MARGIN_S, f"{fault}: {name} took {took:.2f} s"
-        if r.status_code >= 500:
-            assert r.status_code == 503, (name, r.status_code, r.text)
-            assert r.json()["code"] in OUTAGE_CODES, (name, r.text)
+        if status >= 500:
+            assert status == 503 and code in OUTAGE_CODES, (name, status, code)
         else:
-            assert r.status_code < 300, (name, r.status_code, r.text)
-        statuses[name] = r.status_code
+            assert status < 300, (name, status, code)
+        statuses[name] = status
+    if statuses["POST messages"] < 300:
+        stack.acknowledged.append(f"during the outage {n}")
+    if statuses["gRPC AddMessages"] < 300:
+        stack.acknowledged.append(f"over gRPC {n}")
     print(f"\n{fault}: slowest request {worst:.2f} s\n" + "\n".join(FIGURES[-len(calls) :]))
     return statuses
 
 
-async def serves_again(http: httpx.AsyncClient, fault: str, *, within_s: float = 60.0) -> None:
-    """Reads and writes succeed again, and what was acknowledged during the outage is readable."""
+async def serves_again(stack: Stack, fault: str, *, within_s: float = 60.0) -> None:
+    """Reads and writes succeed again, and what was acknowledged during the outage is readable, once each."""
     t0 = time.monotonic()
     while True:
-        r = await http.post(
+        r = await stack.http.post(
             "/v1/sessions/s1/messages", json={"messages": [{"role": "user", "content": "after"}]}
         )
         if r.status_code in (200, 201):
-            r = await http.get("/v1/sessions/s1/messages", params={"limit": 100})
+            r = await stack.http.get("/v1/sessions/s1/messages", params={"limit": 1000})
             if r.status_code == 200 and r.json()["messages"][-1]["content"] == "after":
                 break
         assert time.monotonic() - t0 < within_s, f"{fault}: not serving again: {r.status_code} {r.text}"
         await asyncio.sleep(0.2)
     FIGURES.append(f"{fault:<24} serving again after {time.monotonic() - t0:.2f} s")
     print(FIGURES[-1])
+    contents = [m["content"] for m in r.json()["messages"]]
+    for acknowledged in stack.acknowledged:
+        assert contents.count(acknowledged) == 1, (fault, acknowledged, contents)
 
 
 async def test_postgres_stopped_then_restarted(stack: Stack, own_pg: OwnPostgres) -> None:
     own_pg.stop()
-    statuses = await every_request_is_bounded(stack.http, "PostgreSQL stopped", 1)
+    statuses = await every_request_is_bounded(stack, "PostgreSQL stopped", 1)
     assert statuses["GET messages"] == 503 and statuses["GET events"] == 503
     own_pg.start()
-    await serves_again(stack.http, "PostgreSQL restarted")
+    await serves_again(stack, "PostgreSQL restarted")
 
 
 async def test_postgres_frozen_then_thawed(stack: Stack, own_pg: OwnPostgres) -> None:
     own_pg.freeze()
     try:
-        statuses = await every_request_is_bounded(stack.http, "PostgreSQL frozen", 2)
+        statuses = await every_request_is_bounded(stack, "PostgreSQL frozen", 2)
         assert statuses["GET messages"] == 503 and statuses["GET events"] == 503
         # Again, with the first requests' connections and queries still hanging on the frozen server.
-        await every_request_is_bounded(stack.http, "PostgreSQL still frozen", 3)
+        await every_request_is_bounded(stack, "PostgreSQL still frozen", 3)
     finally:
         own_pg.thaw()
-    await serves_again(stack.http, "PostgreSQL thawed")
+    await serves_again(stack, "PostgreSQL thawed")
 
 
 async def test_redis_stopped_then_restarted(stack: Stack, own_redis: OwnRedis) -> None:
     own_redis.stop()
-    statuses = await every_request_is_bounded(stack.http, "Redis stopped", 4)
+    statuses = await every_request_is_bounded(stack, "Redis stopped", 4)
     assert set(statuses.values()) == {503}
     own_redis.start()  # the same port and folder: the AOF brings every acknowledged write back
-    await serves_again(stack.http, "Redis restarted")
+    await serves_again(stack, "Redis restarted")
 
 
 async def test_redis_frozen_then_thawed(stack: Stack, own_redis: OwnRedis) -> None:
     own_redis.freeze()
     try:
-        statuses = await every_request_is_bounded(stack.http, "Redis frozen", 5)
+        statuses = await every_request_is_bounded(stack, "Redis frozen", 5)
         assert set(statuses.values()) == {503}
-        await every_request_is_bounded(stack.http, "Redis still frozen", 6)
+        await every_request_is_bounded(stack, "Redis still frozen", 6)
     finally:
         own_redis.thaw()
-    await serves_again(stack.http, "Redis thawed")
+    await serves_again(stack, "Redis thawed")
