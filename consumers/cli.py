@@ -22,10 +22,9 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol, TextIO
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import ConfigurationError, Unavailable
+from events.driver import redis_call
+from events.errors import ConfigurationError
 from events.log import EventLog
 from events.settings import LogSettings
 from projections.api import PROJECTION, ReadModel
@@ -72,10 +71,8 @@ async def open_resources(settings: StoreSettings) -> AsyncIterator[tuple[EventLo
 
 async def _check_partitions(log: EventLog) -> None:
     """A worker or a trim with the wrong partition count would silently miss partitions: refuse it."""
-    try:
+    async with redis_call(log.timeout_s):
         found = await log.redis.hget(log.keys.config(0), "partitions")
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
     if found is not None and int(found) != log.partitions:
         raise ConfigurationError(
             f"this Redis holds a log of {int(found)} partitions under prefix {log.settings.prefix!r}, but "

@@ -24,10 +24,8 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import Unavailable
+from events.driver import redis_errors
 from events.keys import Keys
 
 __all__ = ["Lease", "LeaseManager", "LeaseState", "quota", "rebalance_plan"]
@@ -194,10 +192,8 @@ class LeaseManager:
         return self.keys.lease(partition, self.projection)
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
+        with redis_errors():
             return await script(keys=keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
 
     async def acquire(self, partition: int, *, min_epoch: int = 0, force: bool = False) -> Lease | None:
         """Take the partition's lease if it is free or expired (or ``force``); None if another holds it.
@@ -226,14 +222,12 @@ class LeaseManager:
 
     async def states(self) -> dict[int, LeaseState]:
         """Every partition's lease as Redis has it, judged live by the Redis clock."""
-        try:
+        with redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.time()
                 for p in range(self.partitions):
                     pipe.get(self._key(p))
                 replies = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         secs, micros = replies[0]
         now = int(secs) * 1000 + int(micros) // 1000
         out = {}

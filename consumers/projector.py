@@ -26,9 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import psycopg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.codec import RawEntry
 from events.errors import Unavailable
@@ -44,15 +41,9 @@ __all__ = ["OUTAGES", "OnCommit", "Projector", "ProjectorStats", "default_worker
 
 log = logging.getLogger("consumers.projector")
 
-# What "the other side is down" looks like: retried with backoff, never skipped.
-OUTAGES: tuple[type[BaseException], ...] = (
-    Unavailable,
-    RedisConnectionError,
-    RedisTimeoutError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    OSError,
-)
+# What "the other side is down" looks like: retried with backoff, never skipped. The log (events.driver) and
+# the read model (projections.driver) translate their drivers' failures into it: ReadModelUnavailable is one.
+OUTAGES: tuple[type[BaseException], ...] = (Unavailable,)
 
 
 OnCommit = Callable[[int, str], object]

@@ -9,11 +9,9 @@ clock, of the oldest entry not applied yet (0 when caught up).
 from __future__ import annotations
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.codec import position_ms
-from events.errors import Unavailable
+from events.driver import redis_errors
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel, position_key
 
@@ -40,7 +38,7 @@ async def partition_status(
     checkpoints = await read_model.checkpoints(projection)
     leases = LeaseManager(log.redis, log.keys, log.partitions, projection=projection, worker_id="status")
     states: dict[int, LeaseState] = await leases.states()
-    try:
+    with redis_errors():
         async with log.redis.pipeline(transaction=False) as pipe:
             pipe.time()
             for p in range(log.partitions):
@@ -50,8 +48,6 @@ async def partition_status(
                 pipe.xlen(log.keys.log(p))
                 pipe.xrange(log.keys.log(p), min=start, max="+", count=lag_cap)
             replies = await pipe.execute()
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
     secs, micros = replies[0]
     now_ms = int(secs) * 1000 + int(micros) // 1000
     out = []

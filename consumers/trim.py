@@ -10,10 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from events.errors import Unavailable
+from events.driver import redis_errors
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel, position_key
 
@@ -54,7 +52,7 @@ async def trim_partitions(
         raise ValueError("keep_seconds must be zero or more")
     checkpoints = await read_model.checkpoints(projection)
     results = []
-    try:
+    with redis_errors():
         secs, micros = await log.redis.time()
         now_ms = int(secs) * 1000 + int(micros) // 1000
         for p in range(log.partitions):
@@ -86,6 +84,4 @@ async def trim_partitions(
             results.append(result)
             if progress is not None:
                 progress(result)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
     return results

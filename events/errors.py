@@ -1,8 +1,8 @@
 """Errors of the event log.
 
 Every refusal carries a stable ``code`` (snake_case, part of the public contract: HTTP and gRPC map it to a
-status) and a message a person understands. Driver errors are converted at the boundary
-(``raise ... from e``).
+status) and a message a person understands. redis-py's errors are converted once, by ``events.driver``
+(``raise ... from e``), which every caller of the log's Redis goes through.
 
     SessionsError                      base of every error this project raises on purpose
     ├── InvalidEvent                   the input breaks a rule: bad shape, size limit, unknown tool call, ...
@@ -14,7 +14,8 @@ status) and a message a person understands. Driver errors are converted at the b
     ├── PermissionDenied               the session belongs to another user
     ├── Conflict                       the expected aggregate version did not match (carries the current one)
     ├── DuplicateEventId               an event id already used by another append
-    ├── Unavailable                    Redis (or the read model) cannot be reached; retryable
+    ├── Unavailable                    Redis (or the read model) cannot be reached, or did not answer within
+    │                                  its bound (``LogSettings.timeout_s``); retryable
     └── ConfigurationError             the deployment's settings disagree with the log (e.g. partition count)
 """
 

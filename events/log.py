@@ -2,6 +2,8 @@
 
 The logic (which keys, which arguments, what a reply means) is plain functions; ``EventLog`` (asyncio) and
 ``Publisher`` (blocking, for other services) only send them. Both work unchanged on Redis 7 and on fakeredis.
+Every call goes through ``events.driver``: its failures arrive as ``events.errors`` and, in ``EventLog``, it
+answers within ``LogSettings.timeout_s`` (a blocking read: plus its block time) or raises ``Unavailable``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from typing import Any
 import msgspec
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
 from .codec import RawEntry, encode_event
-from .errors import ConfigurationError, InvalidEvent, SessionsError, Unavailable, error_from_code
+from .driver import as_project_error, connect, connect_blocking, redis_call, redis_errors, translate_error
+from .errors import ConfigurationError, InvalidEvent, SessionsError, Unavailable
 from .keys import Keys, partition_of
 from .schema import Event, MemorySaved
 from .settings import LogSettings
@@ -123,24 +124,6 @@ def parse_reply(reply: Any) -> AppendResult:
     return result
 
 
-def translate_error(e: ResponseError) -> SessionsError:
-    """Turn the script's error reply ``<code> <json>`` into the typed error."""
-    text = str(e)
-    code, _, rest = text.partition(" ")
-    if code.isidentifier() and code.islower() and rest.startswith("{"):
-        # Redis appends " script: <sha>, on @user_script..." to script errors; cut at the JSON's end.
-        body = rest[: rest.rfind("}") + 1]
-        try:
-            details = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            details = {"message": body}
-        message = details.pop("message", code)
-        return error_from_code(code, message, **details)
-    if "NOSCRIPT" in text:
-        return Unavailable("the append script is not loaded", code="script_not_loaded")
-    return Unavailable(f"redis refused the command: {text}", code="redis_error")
-
-
 def parse_entries(partition: int, raw: Sequence[Any]) -> list[RawEntry]:
     out = []
     for entry_id, fields in raw:
@@ -194,6 +177,7 @@ class EventLog:
         self.settings = settings or LogSettings()
         self.keys = Keys(self.settings.prefix)
         self.partitions = self.settings.partitions
+        self.timeout_s = self.settings.timeout_s
         self._script = client.register_script(load_script())
         self._sha = self._script.sha
 
@@ -201,7 +185,7 @@ class EventLog:
     def connect(cls, settings: LogSettings) -> EventLog:
         """The real Redis of ``settings.redis_url``, or, with none, an in-process fakeredis (embedded)."""
         if settings.redis_url:
-            client = aioredis.Redis.from_url(settings.redis_url)
+            client = connect(settings.redis_url, settings.timeout_s)
         else:
             import fakeredis
 
@@ -210,20 +194,18 @@ class EventLog:
 
     async def setup(self) -> None:
         """Write the limits each partition's script reads. Refuses a partition count that differs."""
-        try:
+        async with redis_call(self.timeout_s):
             found: Any = await self.redis.hget(self.keys.config(0), "partitions")
-            _check_partitions(found, self.settings)
-            mapping = _config_mapping(self.settings)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for p in range(self.partitions):
-                    pipe.hset(self.keys.config(p), mapping=mapping)  # type: ignore[arg-type]
-                await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
+        _check_partitions(found, self.settings)
+        mapping = _config_mapping(self.settings)
+        async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.hset(self.keys.config(p), mapping=mapping)  # type: ignore[arg-type]
+            await pipe.execute()
 
     async def append(self, events: Sequence[Event], expected_version: int | None = None) -> AppendResult:
         plan = plan_append(self.keys, self.partitions, events, expected_version)
-        try:
+        async with redis_call(self.timeout_s):
             if plan.scoped is not None:
                 # Before the append, so a clear of all the user's memory always finds this session.
                 await self.redis.sadd(plan.scoped[0], plan.scoped[1])
@@ -232,10 +214,6 @@ class EventLog:
                 reply = await self.redis.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
             except NoScriptError:
                 reply = await self._script(keys=plan.keys, args=plan.args)
-        except ResponseError as e:
-            raise translate_error(e) from e
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         return parse_reply(reply)
 
     async def append_batch(self, appends: Sequence[Sequence[Event]]) -> list[AppendResult | SessionsError]:
@@ -244,25 +222,20 @@ class EventLog:
         Results come back in order; a refused append yields its error in place and does not stop the rest.
         """
         plans = [plan_append(self.keys, self.partitions, events) for events in appends]
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for plan in plans:
-                    if plan.scoped is not None:
-                        pipe.sadd(plan.scoped[0], plan.scoped[1])
-                    await self._script(keys=plan.keys, args=plan.args, client=pipe)
-                replies = await pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
+        async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
+            for plan in plans:
+                if plan.scoped is not None:
+                    pipe.sadd(plan.scoped[0], plan.scoped[1])
+                await self._script(keys=plan.keys, args=plan.args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
         results: list[AppendResult | SessionsError] = []
         it = iter(replies)
         for plan in plans:
             if plan.scoped is not None:
                 next(it)
             reply = next(it)
-            if isinstance(reply, ResponseError):
-                results.append(translate_error(reply))
-            elif isinstance(reply, Exception):
-                results.append(Unavailable(f"redis failed the append: {reply}"))
+            if isinstance(reply, Exception):
+                results.append(as_project_error(reply) or Unavailable(f"redis failed the append: {reply}"))
             else:
                 results.append(parse_reply(reply))
         return results
@@ -277,15 +250,16 @@ class EventLog:
         self, positions: dict[int, str], count: int = 1000, block_ms: int | None = None
     ) -> dict[int, list[RawEntry]]:
         """Entries of several partitions after their positions (one XREAD). On Redis Cluster, call it with
-        the partitions of one node at a time."""
+        the partitions of one node at a time. A blocking read waits at most half of ``timeout_s`` (below the
+        client's socket timeout, which redis-py does not stretch for XREAD's BLOCK); callers loop."""
         if not positions:
             return {}
         streams = {self.keys.log(p): after for p, after in positions.items()}
         by_key = {self.keys.log(p): p for p in positions}
-        try:
+        if block_ms is not None:
+            block_ms = max(1, min(block_ms, int(self.timeout_s * 500)))
+        async with redis_call(self.timeout_s + (block_ms or 0) / 1000):
             reply: Any = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         out: dict[int, list[RawEntry]] = {}
         for key, entries in reply or []:
             p = by_key[key.decode() if isinstance(key, bytes) else key]
@@ -294,14 +268,14 @@ class EventLog:
 
     async def heads(self) -> dict[int, str | None]:
         """The latest entry id of every partition (None for an empty one)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
                 pipe.xrevrange(self.keys.log(p), count=1)
             replies = await pipe.execute()
         return {p: (r[0][0].decode() if r else None) for p, r in enumerate(replies)}
 
     async def lengths(self) -> dict[int, int]:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
                 pipe.xlen(self.keys.log(p))
             return dict(enumerate(await pipe.execute()))
@@ -309,21 +283,21 @@ class EventLog:
     async def aggregate(self, tenant: str, kind: str, aggregate_id: str) -> AggregateState:
         """The log's current state of one aggregate (version, latest position, owner for a session)."""
         p = partition_of(tenant, kind, aggregate_id, self.partitions)
-        try:
-            key = self.keys.aggregate(p, tenant, kind, aggregate_id)
+        key = self.keys.aggregate(p, tenant, kind, aggregate_id)
+        async with redis_call(self.timeout_s):
             values: Any = await self.redis.hmget(key, _STATE_FIELDS)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         return _state(p, values)
 
     async def scoped_sessions(self, tenant: str, user_id: str) -> list[str]:
         """Sessions where the user may hold session-scoped memory (a superset: stale entries are harmless)."""
         p = partition_of(tenant, "memory", user_id, self.partitions)
-        members: Any = await self.redis.smembers(self.keys.scoped_sessions(p, tenant, user_id))
+        async with redis_call(self.timeout_s):
+            members: Any = await self.redis.smembers(self.keys.scoped_sessions(p, tenant, user_id))
         return sorted(m.decode() for m in members)
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        with redis_errors():
+            await self.redis.aclose()
 
 
 class Publisher:
@@ -342,19 +316,16 @@ class Publisher:
 
     @classmethod
     def from_url(cls, url: str, settings: LogSettings | None = None) -> Publisher:
-        return cls(redis.Redis.from_url(url), settings)
+        settings = settings or LogSettings()
+        return cls(connect_blocking(url, settings.timeout_s), settings)
 
     def publish(self, events: Sequence[Event], expected_version: int | None = None) -> AppendResult:
         """Append events of one aggregate atomically. Retrying with the same event ids is safe."""
         plan = plan_append(self.keys, self.settings.partitions, events, expected_version)
-        try:
+        with redis_errors():
             if plan.scoped is not None:
                 self.redis.sadd(plan.scoped[0], plan.scoped[1])
             reply = self._script(keys=plan.keys, args=plan.args)
-        except ResponseError as e:
-            raise translate_error(e) from e
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         return parse_reply(reply)
 
     def close(self) -> None:

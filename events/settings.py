@@ -8,6 +8,7 @@ Environment variables (all optional):
 ``SESSIONS_PARTITIONS``         16                 partition streams; fixed for a deployment
 ``SESSIONS_REDIS_PREFIX``       sessions           prefix of every Redis key
 ``SESSIONS_DEDUP_WINDOW_S``     86400              how long a used event id is remembered (idempotency)
+``SESSIONS_REDIS_TIMEOUT_S``    2                  how long one call to Redis may take before ``Unavailable``
 ``SESSIONS_MAX_CONTENT_BYTES``  262144             bytes of one message's content
 ``SESSIONS_MAX_MESSAGES``       100                messages in one append
 ``SESSIONS_MAX_KEY_LENGTH``     256                characters of a memory key
@@ -67,12 +68,15 @@ class LogSettings:
     prefix: str = "sessions"
     dedup_window_s: int = 86_400
     limits: Limits = field(default_factory=Limits)
+    timeout_s: float = 2.0  # one call to Redis (events.driver): a frozen server never hangs a caller
 
     def __post_init__(self) -> None:
         if not 1 <= self.partitions <= 16384:
             raise ValueError("partitions must be between 1 and 16384")
         if self.dedup_window_s < 1:
             raise ValueError("the dedup window must be at least one second")
+        if not self.timeout_s > 0:
+            raise ValueError("the Redis timeout must be positive")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LogSettings:
@@ -85,6 +89,7 @@ class LogSettings:
                 prefix=env.get("SESSIONS_REDIS_PREFIX") or "sessions",
                 dedup_window_s=int(env.get("SESSIONS_DEDUP_WINDOW_S") or 86_400),
                 limits=limits,
+                timeout_s=float(env.get("SESSIONS_REDIS_TIMEOUT_S") or 2.0),
             )
         except ValueError as e:
             raise ConfigurationError(f"a log setting is not valid: {e}", code="invalid_setting") from e

@@ -1,14 +1,15 @@
 """Errors of the read models.
 
 Every error carries a stable ``code`` (see ``events.errors.SessionsError``). Driver errors (psycopg) are
-converted at the boundary, ``raise ... from e``, so callers never see them.
+converted once, by ``projections.driver`` (``raise ... from e``), so callers never see them.
 
     SessionsError (events.errors)
     ├── InvalidEvent (events.errors)
     │   └── InvalidCursor              a page cursor that this read model did not hand out
     ├── Unavailable (events.errors)
-    │   └── ReadModelUnavailable       PostgreSQL cannot be reached or the connection broke; retryable, and
-    │                                  the batch in flight was rolled back whole (never torn)
+    │   └── ReadModelUnavailable       PostgreSQL cannot be reached, the connection broke, or it did not
+    │                                  answer within the bound (``query_timeout_s``, ``write_timeout_s``);
+    │                                  retryable, and the batch in flight was rolled back whole (never torn)
     └── ReadModelError                 base of what the read models raise on purpose
         ├── FencedOut                  the checkpoint compare-and-set failed: another writer moved it, or
         │   │                          holds a newer fencing epoch; nothing was written

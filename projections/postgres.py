@@ -19,9 +19,14 @@ entries already applied (the same event at the same version: a checkpoint behind
 ``PoisonEvent``. The archive's UNIQUE constraints on the same columns stand behind that
 (``AlreadyApplied``).
 
-Errors: a connection that cannot be had or breaks raises ``ReadModelUnavailable`` (an ``Unavailable``:
-retry); the transaction is rolled back whole, so a batch is never torn. If the COMMIT's reply is what was
-lost, the retry finds the checkpoint moved and gets ``FencedOut``, and the projector reloads the checkpoint.
+Errors (translated once, by ``projections.driver``): a connection that cannot be had or breaks raises
+``ReadModelUnavailable`` (an ``Unavailable``: retry); the transaction is rolled back whole, so a batch is
+never torn. If the COMMIT's reply is what was lost, the retry finds the checkpoint moved and gets
+``FencedOut``, and the projector reloads the checkpoint.
+
+Bounds: a query (connection wait included) answers within ``query_timeout_s`` and a write (a batch, a dead
+letter, a rebuild's step) within ``write_timeout_s``, or raises ``ReadModelUnavailable``, whatever the server
+does (stopped, frozen); ``statement_timeout`` on every connection is the write bound.
 
 Connections are autocommit (a read is one round trip, with no BEGIN/COMMIT); writes open a transaction.
 JSON columns are decoded once, by psycopg, with msgspec.
@@ -31,16 +36,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg.types.json import set_json_loads
 from psycopg.types.string import BytesBinaryDumper
-from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from events.codec import RawEntry
 from events.schema import AnyEvent, MemorySaved
@@ -63,15 +67,19 @@ from .api import (
     position_key,
 )
 from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, check_checkpoint, decode, guard
-from .errors import AlreadyApplied, FencedOut, ReadModelError, ReadModelUnavailable, UnwritableBatch
+from .driver import UNWRITABLE, Deadline, pg_errors
+from .errors import AlreadyApplied, FencedOut, ReadModelError, UnwritableBatch
 from .migrations import migrate, migrations
 from .paging import audit_cursor, from_us, message_window, parse_session_cursor, session_cursor
 from .store import Statements
 
-__all__ = ["Conn", "Pool", "PostgresReadModel", "configure_connection"]
+__all__ = ["QUERY_TIMEOUT_S", "WRITE_TIMEOUT_S", "Conn", "Pool", "PostgresReadModel", "configure_connection"]
 
 Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Pool = AsyncConnectionPool[Conn]
+
+QUERY_TIMEOUT_S = 2.0  # a read, the wait for a connection included
+WRITE_TIMEOUT_S = 30.0  # a batch, a dead letter, a rebuild's step; also the statement_timeout
 
 
 async def configure_connection(conn: Conn) -> None:
@@ -83,8 +91,12 @@ async def configure_connection(conn: Conn) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
-def _unavailable(e: Exception) -> ReadModelUnavailable:
-    return ReadModelUnavailable(f"the read model's PostgreSQL is unavailable: {e}")
+def _configure(statement_timeout_s: float) -> Callable[[Conn], Awaitable[None]]:
+    async def configure(conn: Conn) -> None:
+        await configure_connection(conn)
+        await conn.execute(f"SET statement_timeout = {max(1, int(statement_timeout_s * 1000))}")
+
+    return configure
 
 
 class _Loaded:
@@ -149,11 +161,21 @@ def _touched(events: Sequence[AnyEvent]) -> tuple[list[SessionKey], list[MemoryK
 class PostgresReadModel(ReadModel):
     """The read model in one PostgreSQL schema (migrated: see ``projections.migrations.migrate``)."""
 
-    def __init__(self, pool: Pool, schema: str = "public", *, owns_pool: bool = False) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        schema: str = "public",
+        *,
+        owns_pool: bool = False,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+    ) -> None:
         self.pool = pool
         self.schema = schema
         self.sql = Statements(schema)
         self._owns_pool = owns_pool
+        self.query_timeout_s = query_timeout_s
+        self.write_timeout_s = write_timeout_s
 
     @classmethod
     async def open(
@@ -165,35 +187,38 @@ class PostgresReadModel(ReadModel):
         max_size: int = 10,
         timeout: float = 10.0,
         run_migrations: bool = True,
+        query_timeout_s: float = QUERY_TIMEOUT_S,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
     ) -> PostgresReadModel:
-        """A pool of its own (closed by ``close``), with the schema migrated first."""
+        """A pool of its own (closed by ``close``), with the schema migrated first. ``timeout``: how long
+        opening waits for the first connections."""
         pool: Pool = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs={"autocommit": True},
-            configure=configure_connection,
+            configure=_configure(write_timeout_s),
             open=False,
         )
         try:
-            # One connection first: a wrong host, port, database, user or password fails now, with the
-            # server's reason, instead of the pool retrying it quietly until its timeout (a host that does
-            # not answer at all: within 2 to 5 s, libpq's connect_timeout).
-            probe = await psycopg.AsyncConnection.connect(
-                conninfo, connect_timeout=max(2, min(5, round(timeout)))
-            )
-            await probe.close()
-            await pool.open(wait=True, timeout=timeout)
+            with pg_errors():
+                # One connection first: a wrong host, port, database, user or password fails now, with the
+                # server's reason, instead of the pool retrying it quietly until its timeout (a host that
+                # does not answer at all: within 2 to 5 s, libpq's connect_timeout).
+                probe = await psycopg.AsyncConnection.connect(
+                    conninfo, connect_timeout=max(2, min(5, round(timeout)))
+                )
+                await probe.close()
+                await pool.open(wait=True, timeout=timeout)
             if run_migrations:
                 await migrate(pool, schema)
-        except (PoolTimeout, psycopg.OperationalError) as e:
-            await pool.close()
-            raise _unavailable(e) from e
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, schema, owns_pool=True)
+        return cls(
+            pool, schema, owns_pool=True, query_timeout_s=query_timeout_s, write_timeout_s=write_timeout_s
+        )
 
     def _partition_lock(self, partition: int) -> int:
         """The advisory lock of a partition's rows in this schema. Every aggregate lives in one partition, so
@@ -208,7 +233,8 @@ class PostgresReadModel(ReadModel):
             await self.pool.close()
 
     async def pending_migrations(self) -> list[int]:
-        """The shipped migrations this schema has not applied (all of them if it was never migrated)."""
+        """The shipped migrations this schema has not applied (all of them if it was never migrated), within
+        the query bound (readiness)."""
         async with self._conn() as conn:
             row = await (await conn.execute(self.sql.has_migrations)).fetchone()
             rows = (
@@ -218,21 +244,17 @@ class PostgresReadModel(ReadModel):
         return [m.version for m in migrations() if m.version not in applied]
 
     @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
-        """A connection; driver failures become ``ReadModelUnavailable`` or ``ReadModelError``."""
-        try:
-            async with self.pool.connection() as conn:
-                yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout, PoolClosed) as e:
-            raise _unavailable(e) from e
-        except (
-            pg_errors.InternalError
-        ) as e:  # e.g. a table dropped under a waiting statement (a rebuild switch)
-            raise _unavailable(e) from e
-        except (pg_errors.UniqueViolation, pg_errors.SerializationFailure, pg_errors.DeadlockDetected):
-            raise
-        except psycopg.Error as e:
-            raise ReadModelError(f"the read model's query failed: {e}") from e
+    async def _conn(self, timeout_s: float | None = None) -> AsyncIterator[Conn]:
+        """A connection for statements that end within ``timeout_s`` (default: ``query_timeout_s``), the
+        wait for the connection included; driver failures become ``projections.errors`` (``driver``)."""
+        bound = self.query_timeout_s if timeout_s is None else timeout_s
+        with Deadline(bound) as deadline, pg_errors(deadline):
+            async with self.pool.connection(timeout=deadline.remaining_s) as conn:
+                deadline.watch(conn)
+                try:
+                    yield conn
+                finally:
+                    deadline.watch(None)  # back in the pool, a connection is no longer ours to cut
 
     # -- queries ---------------------------------------------------------------------------------------
     async def get_session(self, tenant: str, session_id: str) -> SessionRecord | None:
@@ -386,15 +408,10 @@ class PostgresReadModel(ReadModel):
         events = [decode(e) for e in entries]  # poison is found before any I/O
         try:
             return await self._apply(partition, entries, events, expected, epoch, projection)
-        except pg_errors.UniqueViolation as e:
+        except AlreadyApplied as e:
             # Cannot happen while writers hold the partition lock and look the guard up first; if it does,
             # the rows are not what the checkpoint says: refuse, write nothing.
-            if e.diag.constraint_name in (store.GUARD_CONSTRAINT, store.EVENT_ID_CONSTRAINT):
-                raise AlreadyApplied(
-                    f"partition {partition}: the (aggregate, version) guard refused the batch: {e}",
-                    partition=partition,
-                ) from e
-            raise ReadModelError(f"partition {partition}: the batch broke a constraint: {e}") from e
+            raise AlreadyApplied(f"partition {partition}: {e.message}", partition=partition) from e.__cause__
 
     async def _apply(
         self,
@@ -405,10 +422,10 @@ class PostgresReadModel(ReadModel):
         epoch: int,
         projection: str,
     ) -> BatchOutcome:
-        async with self._conn() as conn:
+        async with self._conn(self.write_timeout_s) as conn:
             try:
                 return await self._write(conn, partition, entries, events, expected, epoch, projection)
-            except (psycopg.DataError, OverflowError, ValueError, TypeError) as e:
+            except UNWRITABLE as e:
                 # Decoded and applied, yet refused by the database or the driver: poison, not an outage; the
                 # projector isolates the entry and dead-letters it instead of stopping.
                 await _rollback(conn)
@@ -514,7 +531,7 @@ class PostgresReadModel(ReadModel):
     ) -> str:
         check_batch(partition, [entry], expected)
         ms, seq = store.split_position(entry.position)
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn(self.write_timeout_s) as conn, conn.transaction():
             await self._lock_checkpoint(conn, projection, partition, expected, epoch)
             await conn.execute(
                 self.sql.insert_dead_letter,
@@ -529,14 +546,14 @@ class PostgresReadModel(ReadModel):
         """What this read model holds of a partition after ``after``, in order: its archived events and its
         (not retried) dead letters, as the stream entries they came from."""
         ms, seq = position_key(after)
-        async with self._conn() as conn:
+        async with self._conn(self.write_timeout_s) as conn:
             rows = await (
                 await conn.execute(self.sql.replay, {"p": partition, "ms": ms, "seq": seq, "n": limit})
             ).fetchall()
         return [RawEntry(partition, f"{r[0]}-{r[1]}", r[2], int(r[3]), bytes(r[4])) for r in rows]
 
     async def replay_size(self) -> int:
-        async with self._conn() as conn:
+        async with self._conn(self.write_timeout_s) as conn:
             row = await (await conn.execute(self.sql.replay_size)).fetchone()
         return int(row[0]) if row else 0
 
@@ -548,10 +565,12 @@ class PostgresReadModel(ReadModel):
         unfinished rebuild's shadow is kept (its checkpoints are the rebuild's progress) unless ``fresh``."""
         shadow = self.shadow_schema()
         if fresh:
-            async with self._conn() as conn:
+            async with self._conn(self.write_timeout_s) as conn:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{shadow}" CASCADE')
         await migrate(self.pool, shadow)
-        return PostgresReadModel(self.pool, shadow)
+        return PostgresReadModel(
+            self.pool, shadow, query_timeout_s=self.query_timeout_s, write_timeout_s=self.write_timeout_s
+        )
 
     async def switch_to(
         self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
@@ -570,7 +589,7 @@ class PostgresReadModel(ReadModel):
             )
         live, new = self.sql.q, shadow.sql.q
         old = f'"{self.schema[:50]}__replaced"'
-        async with self._conn() as conn, conn.transaction():
+        async with self._conn(self.write_timeout_s) as conn, conn.transaction():
             await conn.execute(f"LOCK TABLE {live}.checkpoints IN EXCLUSIVE MODE")
             if catch_up is not None:
                 rows = await (await conn.execute(self.sql.checkpoints, [projection])).fetchall()

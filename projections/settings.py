@@ -2,14 +2,18 @@
 
 Environment variables (all optional; nothing is read at import time):
 
-==============================  ==========  ==============================================================
-``SESSION_STORAGE``             memory      ``memory``: in-process read model; ``postgres``: PostgreSQL
-``DB_CONNECTION_STRING``        (none)      PostgreSQL conninfo or URL; required with ``postgres``
-``SESSIONS_DB_SCHEMA``          public      the schema of the read model's tables
-``SESSIONS_DB_POOL_MIN``        1           connections kept open
-``SESSIONS_DB_POOL_MAX``        10          connections at most
-``SESSIONS_DB_POOL_TIMEOUT_S``  10          seconds to wait for a connection before ``ReadModelUnavailable``
-==============================  ==========  ==============================================================
+================================  ==========  ==============================================================
+``SESSION_STORAGE``               memory      ``memory``: in-process read model; ``postgres``: PostgreSQL
+``DB_CONNECTION_STRING``          (none)      PostgreSQL conninfo or URL; required with ``postgres``
+``SESSIONS_DB_SCHEMA``            public      the schema of the read model's tables
+``SESSIONS_DB_POOL_MIN``          1           connections kept open
+``SESSIONS_DB_POOL_MAX``          10          connections at most
+``SESSIONS_DB_POOL_TIMEOUT_S``    10          seconds opening the pool waits for its first connections
+``SESSIONS_DB_QUERY_TIMEOUT_S``   2           a query answers within this (connection wait included) or
+                                              raises ``ReadModelUnavailable``, whatever the server does
+``SESSIONS_DB_WRITE_TIMEOUT_S``   30          the same for a write (a projector's batch, a rebuild's step);
+                                              also the connections' ``statement_timeout``
+================================  ==========  ==============================================================
 
 A value that cannot be used is refused by the constructor with ``ConfigurationError`` (``invalid_storage``,
 ``missing_db_connection_string``, ``invalid_db_connection_string``, ``invalid_schema``, ``invalid_pool``,
@@ -40,6 +44,8 @@ ENV = {
     "pool_min": "SESSIONS_DB_POOL_MIN",
     "pool_max": "SESSIONS_DB_POOL_MAX",
     "pool_timeout_s": "SESSIONS_DB_POOL_TIMEOUT_S",
+    "query_timeout_s": "SESSIONS_DB_QUERY_TIMEOUT_S",
+    "write_timeout_s": "SESSIONS_DB_WRITE_TIMEOUT_S",
 }
 
 
@@ -51,6 +57,8 @@ class ReadModelSettings:
     pool_min: int = 1
     pool_max: int = 10
     pool_timeout_s: float = 10.0
+    query_timeout_s: float = 2.0
+    write_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.storage not in ("memory", "postgres"):
@@ -70,6 +78,8 @@ class ReadModelSettings:
             raise ConfigurationError(str(e), code="invalid_schema") from e
         if not 0 <= self.pool_min <= self.pool_max or self.pool_max < 1:
             raise ConfigurationError("the pool sizes need 0 <= min <= max and max >= 1", code="invalid_pool")
+        if not (self.pool_timeout_s > 0 and self.query_timeout_s > 0 and self.write_timeout_s > 0):
+            raise ConfigurationError("the read model's timeouts must be positive", code="invalid_setting")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ReadModelSettings:
@@ -82,6 +92,8 @@ class ReadModelSettings:
                 pool_min=int(env.get(ENV["pool_min"]) or 1),
                 pool_max=int(env.get(ENV["pool_max"]) or 10),
                 pool_timeout_s=float(env.get(ENV["pool_timeout_s"]) or 10.0),
+                query_timeout_s=float(env.get(ENV["query_timeout_s"]) or 2.0),
+                write_timeout_s=float(env.get(ENV["write_timeout_s"]) or 30.0),
             )
         except ValueError as e:
             raise ConfigurationError(
@@ -125,6 +137,8 @@ async def open_read_model(settings: ReadModelSettings) -> ReadModel:
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         timeout=settings.pool_timeout_s,
+        query_timeout_s=settings.query_timeout_s,
+        write_timeout_s=settings.write_timeout_s,
     )
 
 

@@ -18,8 +18,7 @@ import contextlib
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from events.driver import redis_call
 from events.errors import SessionsError, Unavailable
 from events.log import EventLog
 from projections.api import PROJECTION, ReadModel, SessionRecord
@@ -72,7 +71,7 @@ class Application:
         self.read_model = read_model
         self.consistency = Consistency(read_model, self.settings.read_timeout_s)
         # One key cache for both sides, so an erasure takes effect at once in this process.
-        self.data_keys = DataKeys(log.redis, log.keys)
+        self.data_keys = DataKeys(log.redis, log.keys, timeout_s=log.timeout_s)
         self.metrics = Metrics()
         self.commands = Commands(
             log,
@@ -207,12 +206,13 @@ class Application:
         """
         checks: dict[str, str] = {}
         try:
-            await self.log.redis.ping()
-            async with self.log.redis.pipeline(transaction=False) as pipe:
-                for p in range(self.log.partitions):
-                    pipe.hget(self.log.keys.config(p), "partitions")
-                found: list[Any] = await pipe.execute()
-        except Exception as e:
+            async with redis_call(self.log.timeout_s):
+                await self.log.redis.ping()
+                async with self.log.redis.pipeline(transaction=False) as pipe:
+                    for p in range(self.log.partitions):
+                        pipe.hget(self.log.keys.config(p), "partitions")
+                    found: list[Any] = await pipe.execute()
+        except SessionsError as e:
             raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
         missing = [p for p, v in enumerate(found) if v is None]
         if missing:
@@ -245,9 +245,15 @@ class Application:
             raise Unavailable("the in-process projector has stopped", code="projector_stopped")
         from consumers.leases import LeaseManager
 
-        states = await LeaseManager(
-            self.log.redis, self.log.keys, self.log.partitions, projection=PROJECTION, worker_id="readiness"
-        ).states()
+        async with redis_call(self.log.timeout_s):
+            leases = LeaseManager(
+                self.log.redis,
+                self.log.keys,
+                self.log.partitions,
+                projection=PROJECTION,
+                worker_id="readiness",
+            )
+            states = await leases.states()
         unowned = [p for p, state in sorted(states.items()) if not state.live]
         if unowned:
             raise Unavailable(
@@ -268,5 +274,5 @@ class Application:
                 self.metrics.set_lag(st.partition, st.lag_events, st.lag_seconds)
             dead = await self.read_model.dead_letters(limit=10_000)
             self.metrics.dead_letters.set(len(dead))
-        except (ImportError, SessionsError, RedisError, OSError) as e:
+        except (ImportError, SessionsError) as e:
             log.warning("metrics: projection status unavailable: %s", e)

@@ -17,11 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.codec import recorded_at_of
-from events.errors import NotFound, PermissionDenied, SessionsError, Unavailable
+from events.errors import NotFound, PermissionDenied, SessionsError
 from events.log import AggregateState, AppendResult, EventLog
 from events.schema import (
     AggregateKind,
@@ -232,10 +230,7 @@ class Commands:
             raise
 
     async def _aggregate(self, ctx: Context, kind: str, aggregate_id: str) -> AggregateState:
-        try:
-            return await self.log.aggregate(ctx.tenant, kind, aggregate_id)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
+        return await self.log.aggregate(ctx.tenant, kind, aggregate_id)
 
     @command("delete_session")
     async def delete_session(self, ctx: Context, session_id: str, reason: str | None = None) -> AppendResult:
@@ -299,11 +294,7 @@ class Commands:
                 ]
             )
         ]
-        try:
-            scoped = await self.log.scoped_sessions(ctx.tenant, user_id)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
-        for sid in scoped:
+        for sid in await self.log.scoped_sessions(ctx.tenant, user_id):
             event = MemoryCleared(
                 aggregate_kind="session",
                 aggregate_id=sid,

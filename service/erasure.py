@@ -16,10 +16,8 @@ from __future__ import annotations
 import logging
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from events.driver import redis_call
 from events.errors import NotFound, SessionDeleted, Unavailable
 from events.keys import partition_of
 from events.log import AppendResult, EventLog
@@ -52,10 +50,7 @@ class ForgetResult(msgspec.Struct, frozen=True, kw_only=True):
 async def _sessions_of(log: EventLog, read_model: ReadModel, tenant: str, user_id: str) -> list[str]:
     page = await read_model.list_sessions(tenant, user_id, limit=0)
     found = [s.session_id for s in page.sessions]
-    try:
-        found += await log.scoped_sessions(tenant, user_id)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
+    found += await log.scoped_sessions(tenant, user_id)
     return list(dict.fromkeys(found))
 
 
@@ -74,11 +69,7 @@ async def forget_user(
     runs may survive it: stop the user's traffic first, or run it again."""
     tenant = ctx.tenant
     # 1. Every live session: from the read model once it shows the whole log, and the log's scoped set.
-    try:
-        heads = await log.heads()
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
-    await consistency.wait(heads, WAIT_S)
+    await consistency.wait(await log.heads(), WAIT_S)
     deleted: list[str] = []
     target: Positions = {}
     for sid in await _sessions_of(log, read_model, tenant, user_id):
@@ -95,11 +86,9 @@ async def forget_user(
     await consistency.wait(target, WAIT_S)
     # 3. Crypto-shredding: whatever the log, the archive or a backup holds of the user is unreadable now.
     destroyed = await data_keys.destroy(tenant, user_id)
-    try:
-        p = partition_of(tenant, "memory", user_id, log.partitions)
+    p = partition_of(tenant, "memory", user_id, log.partitions)
+    async with redis_call(log.timeout_s):
         await log.redis.delete(log.keys.scoped_sessions(p, tenant, user_id))
-    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-        raise Unavailable(f"cannot reach Redis: {e}") from e
     # 4. The audit record, and 5. its projection: the user's rows leave the read models.
     event = UserForgotten(
         id=new_event_id(),
@@ -115,9 +104,10 @@ async def forget_user(
     aof = "not requested"
     if rewrite_aof:
         try:
-            await log.redis.bgrewriteaof()
+            async with redis_call(log.timeout_s):
+                await log.redis.bgrewriteaof()
             aof = "started"
-        except (RedisError, OSError) as e:
+        except Unavailable as e:
             aof = f"failed: {e}"
     # No user id in the line: the log is not the place to keep who was erased (the audit trail is).
     logger.info(

@@ -15,8 +15,8 @@ import uuid
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
+from events.driver import redis_call
 from events.errors import Unavailable
 from events.keys import partition_of
 from events.log import EventLog
@@ -57,11 +57,9 @@ class Claim:
         partition = partition_of(tenant, "request", str(event), log.partitions)
         key = log.keys.idempotency(partition, tenant, str(event)) + ":request"
         fingerprint = _fingerprint(request)
-        try:
+        async with redis_call(log.timeout_s):
             taken = bool(await log.redis.set(key, fingerprint, nx=True, ex=log.settings.dedup_window_s))
             first = None if taken else await log.redis.get(key)
-        except (RedisError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         if first is not None and first != fingerprint:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used for another request; use a new key for a new request"
@@ -71,5 +69,6 @@ class Claim:
     async def release(self) -> None:
         if self._taken:
             # Else the key expires with the dedup window; a corrected retry needs a new key until then.
-            with contextlib.suppress(RedisError, OSError):
-                await self._log.redis.delete(self._key)
+            with contextlib.suppress(Unavailable):
+                async with redis_call(self._log.timeout_s):
+                    await self._log.redis.delete(self._key)

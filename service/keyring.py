@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from events.driver import DEFAULT_TIMEOUT_S, redis_call
 from events.errors import Unavailable
 from events.keys import Keys
 from service.sealing import DataKey
@@ -36,11 +35,18 @@ class DataKeys:
     """The data keys of one deployment, with a short in-process cache."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, *, ttl_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
+        self.timeout_s = timeout_s  # one call to Redis (events.driver.redis_call)
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, DataKey]] = {}
 
@@ -61,10 +67,8 @@ class DataKeys:
         found = self._cached(tenant, user_id)
         if found is not None:
             return found
-        try:
+        async with redis_call(self.timeout_s):
             raw = await self.redis.get(self.keys.data_key(tenant, user_id))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         key = _parse(tenant, user_id, raw) if raw is not None else None
         return self._remember(key) if key is not None else None
 
@@ -75,12 +79,12 @@ class DataKeys:
             return found
         new = DataKey(tenant, user_id, secrets.token_hex(8), AESGCM.generate_key(bit_length=256))
         name = self.keys.data_key(tenant, user_id)
-        try:
-            if await self.redis.set(name, f"{new.id}:{base64.b64encode(new.secret).decode()}", nx=True):
-                return self._remember(new)
+        async with redis_call(self.timeout_s):
+            created = await self.redis.set(name, f"{new.id}:{base64.b64encode(new.secret).decode()}", nx=True)
+        if created:
+            return self._remember(new)
+        async with redis_call(self.timeout_s):
             raw = await self.redis.get(name)  # another process won the race: use its key
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
         key = _parse(tenant, user_id, raw) if raw is not None else None
         if key is None:
             raise Unavailable(f"the data key of user {user_id} changed while it was being created; retry")
@@ -90,7 +94,5 @@ class DataKeys:
         """Delete the user's key (True if there was one). Everything sealed with it is unreadable from now on
         (other processes: once their cache entry expires, ``ttl_s``)."""
         self._cache.pop((tenant, user_id), None)
-        try:
+        async with redis_call(self.timeout_s):
             return bool(await self.redis.delete(self.keys.data_key(tenant, user_id)))
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e

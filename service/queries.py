@@ -18,11 +18,9 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from events.codec import UPCASTERS
-from events.errors import NotFound, PermissionDenied, SessionDeleted, Unavailable
+from events.errors import NotFound, PermissionDenied, SessionDeleted
 from events.log import AggregateState, EventLog
 from events.schema import AnyEvent
 from projections.api import (
@@ -96,7 +94,7 @@ class Queries:
         self.log = log
         self.read_model = read_model
         self.consistency = consistency
-        self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys))
+        self.unsealer = Unsealer(data_keys or DataKeys(log.redis, log.keys, timeout_s=log.timeout_s))
         self.on_behind = on_behind  # told of each read that gave up waiting (the read_model_behind metric)
 
     async def _caught_up(self, target: Positions) -> None:
@@ -125,11 +123,7 @@ class Queries:
 
     async def _wait_heads(self, at: Positions | None) -> None:
         target = self._target(at)
-        try:
-            heads = await self.log.heads()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            raise Unavailable(f"cannot reach Redis: {e}") from e
-        merge_positions(target, heads)
+        merge_positions(target, await self.log.heads())
         await self._caught_up(target)
 
     async def _session_state(self, ctx: Context, session_id: str) -> AggregateState:

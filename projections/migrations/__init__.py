@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ..errors import MigrationError, ReadModelUnavailable
+from ..driver import pg_errors
+from ..errors import MigrationError, ReadModelError
 
 __all__ = ["Migration", "check_schema_name", "lock_key", "migrate", "migrations"]
 
@@ -78,7 +79,7 @@ def lock_key(schema: str) -> int:
 async def _connection(
     target: str | AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]],
 ) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
-    try:
+    with pg_errors():  # PostgreSQL unreachable: ReadModelUnavailable
         if isinstance(target, str):
             async with await psycopg.AsyncConnection.connect(target, autocommit=True) as conn:
                 yield conn
@@ -93,8 +94,6 @@ async def _connection(
                 finally:
                     if not was and not conn.closed:
                         await conn.set_autocommit(False)
-    except psycopg.OperationalError as e:
-        raise ReadModelUnavailable(f"cannot reach PostgreSQL to migrate: {e}") from e
 
 
 async def migrate(
@@ -126,17 +125,16 @@ async def migrate(
                         )
                     continue
                 try:
-                    async with conn.transaction():
-                        await conn.execute(f'SET LOCAL search_path TO "{s}"')
-                        await conn.execute(m.sql.encode())
-                        await conn.execute(
-                            f'INSERT INTO "{s}".schema_migrations (version, name, checksum)'
-                            " VALUES (%s, %s, %s)",
-                            [m.version, m.name, m.checksum],
-                        )
-                except psycopg.OperationalError:
-                    raise
-                except psycopg.Error as e:
+                    with pg_errors():  # an outage stays ReadModelUnavailable; a refused statement:
+                        async with conn.transaction():
+                            await conn.execute(f'SET LOCAL search_path TO "{s}"')
+                            await conn.execute(m.sql.encode())
+                            await conn.execute(
+                                f'INSERT INTO "{s}".schema_migrations (version, name, checksum)'
+                                " VALUES (%s, %s, %s)",
+                                [m.version, m.name, m.checksum],
+                            )
+                except ReadModelError as e:
                     raise MigrationError(
                         f"migration {m.version:04d}_{m.name} failed on schema {s!r}: {e}", version=m.version
                     ) from e
