@@ -45,7 +45,12 @@ def base_url(request: pytest.FixtureRequest) -> Iterator[str]:
         }
     settings = ServiceSettings.from_env(env)
     config = uvicorn.Config(
-        create_app(settings=settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(settings=settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        http="h11",  # the parser `sessions serve` uses (service/cli/serve.py)
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="fuzz-uvicorn", daemon=True)
