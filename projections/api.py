@@ -226,7 +226,8 @@ class ReadModel(Protocol):
         not newer than ``epoch``): if another writer moved it or holds a newer epoch, nothing is written and
         ``projections.errors.FencedOut`` is raised. A unique (aggregate, version) guard refuses a double
         apply: an entry whose event is already applied (a checkpoint behind its data) is skipped and counted
-        in ``skipped``; another event at an applied (aggregate, version), or a reused event id, is poison.
+        in ``skipped``; another event at an applied (aggregate, version) is poison (an event id may recur: it
+        is an idempotency key of the log, per partition and for a window).
         An entry that cannot be decoded or applied raises ``projections.errors.PoisonEvent`` naming it, with
         nothing written; the caller retries and then calls ``dead_letter``."""
 

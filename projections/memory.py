@@ -101,7 +101,6 @@ class _Tables:
         # Per partition, in position order: what a rebuild replays.
         self.entries: dict[int, list[RawEntry]] = {}
         self.applied: dict[AggregateVersion, str] = {}  # the (aggregate, version) guard -> event id
-        self.event_ids: dict[str, AggregateVersion] = {}
         self.checkpoints: dict[tuple[str, int], Checkpoint] = {}
         self.dead_letters: list[DeadLetter] = []
 
@@ -157,7 +156,6 @@ class _Tables:
             self.audit.insert(i, audit_row)
             self.entries.setdefault(row.partition, []).append(row.entry())
             self.applied[row.aggregate] = row.event_id
-            self.event_ids[row.event_id] = row.aggregate
 
 
 class InMemoryReadModel:
@@ -300,7 +298,7 @@ class InMemoryReadModel:
         self._cas(projection, partition, expected, epoch)
         t = self._t
         events = [decode(entry) for entry in entries]
-        skip = guard(entries, events, t.applied.get, t.event_ids.get)
+        skip = guard(entries, events, t.applied.get)
         changes = Changes.fold(t, entries, events, skip)
         audit = [audit_record(row) for row in changes.archive]
         # Nothing can fail from here on: the batch lands whole.

@@ -13,11 +13,11 @@ Write side. ``apply_batch`` is ONE transaction of a fixed number of round trips,
 Round trip 1 first takes a transaction advisory lock on (schema, partition): the rows of a partition's
 aggregates are only written by that partition's batches, so this serializes every writer of them, whatever
 projection name it checkpoints under. The (aggregate, version) guard is the second line behind the
-compare-and-set: round trip 1 also looks the batch's event ids and aggregate versions up in the archive;
-entries already applied (the same event at the same version: a checkpoint behind its data) are skipped
-(``BatchOutcome.skipped``), and another event at an applied version, or a reused event id, is
-``PoisonEvent``. The archive's UNIQUE constraints on the same columns stand behind that
-(``AlreadyApplied``).
+compare-and-set: round trip 1 also looks the batch's aggregate versions up in the archive; entries already
+applied (the same event at the same version: a checkpoint behind its data) are skipped
+(``BatchOutcome.skipped``), and another event at an applied version is ``PoisonEvent``. The archive's UNIQUE
+(aggregate, version) constraint stands behind that (``AlreadyApplied``). An event id is not unique in the
+archive: the log dedups it per partition for a window only (migration 0003).
 
 Errors: a connection that cannot be had or breaks raises ``ReadModelUnavailable`` (an ``Unavailable``:
 retry); the transaction is rolled back whole, so a batch is never torn. If the COMMIT's reply is what was
@@ -370,7 +370,7 @@ class PostgresReadModel:
         except pg_errors.UniqueViolation as e:
             # Cannot happen while writers hold the partition lock and look the guard up first; if it does,
             # the rows are not what the checkpoint says: refuse, write nothing.
-            if e.diag.constraint_name in (store.GUARD_CONSTRAINT, store.EVENT_ID_CONSTRAINT):
+            if e.diag.constraint_name == store.GUARD_CONSTRAINT:
                 raise AlreadyApplied(
                     f"partition {partition}: the (aggregate, version) guard refused the batch: {e}",
                     partition=partition,
@@ -421,9 +421,7 @@ class PostgresReadModel:
             )
             g_cur = None
             if entries:
-                # uuids (32 hex digits) need no quoting: one array literal, not a list adapted by item
-                ids = "{" + ",".join([f"{ev.id.int:032x}" for ev in events]) + "}"
-                g_cur = await conn.execute(sql.guard_lookup, [ids, _version_ranges(entries, events)])
+                g_cur = await conn.execute(sql.guard_lookup, [_version_ranges(entries, events)])
             s_cur = m_cur = None
             if session_keys:
                 s_cur = await conn.execute(sql.load_sessions, [store.json_rows(session_keys)])
@@ -433,8 +431,7 @@ class PostgresReadModel:
         skip: set[int] = set()
         if g_cur is not None and (rows := await g_cur.fetchall()):
             applied = {(t, k, a, int(v)): eid for eid, t, k, a, v in rows}
-            used = {eid: agg for agg, eid in applied.items()}
-            skip = guard(entries, events, applied.get, used.get)
+            skip = guard(entries, events, applied.get)
         if s_cur is not None:
             for r in await s_cur.fetchall():
                 rec = store.session_record(r)
