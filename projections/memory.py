@@ -166,6 +166,8 @@ class InMemoryReadModel:
         self._t = _Tables()
         self._clock = clock
         self._shadow: InMemoryReadModel | None = None
+        # The users' wrapped data keys (service.keyring.KeyStore): not a projection, so a rebuild keeps them.
+        self._data_keys: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     async def close(self) -> None:
         """Nothing to release (the same call as the PostgreSQL read model's)."""
@@ -363,6 +365,17 @@ class InMemoryReadModel:
         return sum(len(v) for v in self._t.entries.values()) + sum(
             1 for d in self._t.dead_letters if not d.retried
         )
+
+    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        return self._data_keys.get((tenant, user_id))
+
+    async def save_data_key(
+        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+    ) -> tuple[str, bytes]:
+        return self._data_keys.setdefault((tenant, user_id), (key_id, wrapped))
+
+    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
+        return self._data_keys.pop((tenant, user_id), None) is not None
 
     async def open_shadow(self, *, fresh: bool = False) -> InMemoryReadModel:
         """An empty read model to rebuild into (the one of an unfinished rebuild, unless ``fresh``)."""

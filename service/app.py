@@ -26,7 +26,7 @@ from projections.api import PROJECTION, ReadModel
 from service.commands import Commands
 from service.consistency import Consistency, NotifyingReadModel
 from service.erasure import ForgetResult, forget_user
-from service.keyring import DataKeys
+from service.keyring import DataKeys, KeyStore
 from service.metrics import Metrics
 from service.queries import Queries
 from service.request import Context
@@ -84,7 +84,17 @@ class Application:
         self.read_model = read_model
         self.consistency = Consistency(read_model, self.settings.read_timeout_s)
         # One key cache for both sides, so an erasure takes effect at once in this process.
-        self.data_keys = DataKeys(log.redis, log.keys)
+        self.data_keys = DataKeys(
+            log.redis,
+            log.keys,
+            store=read_model if isinstance(read_model, KeyStore) else None,
+            kek=self.settings.key_encryption_key(),
+        )
+        if self.settings.encryption and not self.data_keys.durable and not self.settings.embedded:
+            logging.getLogger("service.app").warning(
+                "sessions: no SESSIONS_KEK: the users' data keys live in Redis only, and a Redis that loses"
+                " its data loses them (what they sealed then reads as erased)"
+            )
         self.commands = Commands(log, self.data_keys if self.settings.encryption else None)
         self.queries = Queries(log, read_model, self.consistency, self.data_keys)
         self.metrics = Metrics()
