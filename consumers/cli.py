@@ -285,6 +285,18 @@ async def _rebuild(args: argparse.Namespace) -> int:
         return 0
 
 
+async def recover_log_command(args: argparse.Namespace) -> int:
+    """``recover-log``: restore the log's state from the archive (``consumers.recover``), with progress."""
+    from .recover import recover_log
+
+    async with open_resources() as (log, read_model):
+        bar = Progress(sys.stderr, "recover-log")
+        result = await recover_log(log, read_model, progress=bar.update)
+        bar.close()
+        print(f"recovered: {result}; writes are accepted again")
+        return 0
+
+
 async def _migrate(args: argparse.Namespace) -> int:
     from projections.settings import ReadModelSettings, migrate
 
@@ -295,7 +307,8 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 # -- registration ---------------------------------------------------------------------------------------
 def add_commands(subparsers: Any) -> None:
-    """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild`` and ``migrate``."""
+    """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild``, ``migrate`` and
+    ``recover-log``."""
     p = subparsers.add_parser("project", help="run a projector worker (until SIGTERM, or --burst)")
     p.add_argument("--burst", action="store_true", help="exit once the owned partitions are caught up")
     p.add_argument("--check", action="store_true", help="health check: exit 0 if a projector worker is live")
@@ -341,6 +354,11 @@ def add_commands(subparsers: Any) -> None:
 
     m = subparsers.add_parser("migrate", help="apply the read models' schema migrations")
     m.set_defaults(handler=_run(_migrate))
+
+    rl = subparsers.add_parser(
+        "recover-log", help="restore the log's state from the archive after Redis lost it"
+    )
+    rl.set_defaults(handler=_run(recover_log_command))
 
 
 def main(argv: list[str] | None = None) -> int:

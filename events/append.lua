@@ -103,9 +103,13 @@ local function main()
   partition = tonumber(partition)
   local cfg = redis.call('HMGET', config_key, 'partitions', 'dedup_window_s', 'max_content_bytes',
     'max_messages', 'max_key_length', 'max_value_bytes', 'max_metadata_bytes', 'max_memory_keys',
-    'max_tool_calls', 'max_id_length')
+    'max_tool_calls', 'max_id_length', 'state')
   if not cfg[1] then
     fail('log_not_configured', 'the log is not set up: run the service (or EventLog.setup) once first')
+  end
+  if cfg[11] == 'lost' then
+    fail('log_state_lost', 'the log lost its state (a Redis restarted empty?): writes are refused until '
+      .. '`sessions recover-log` restores it from the archive')
   end
   local partitions = tonumber(cfg[1])
   local ttl = tonumber(cfg[2])

@@ -3,7 +3,9 @@
 Layout (``prefix`` defaults to ``sessions``; ``p`` is the partition number; ``{p}`` is a Redis Cluster hash
 tag, so every key of one partition lives in one slot and one script can touch them all)::
 
-    {prefix}:{p}:config                         hash   limits and the partition count, read by the script
+    {prefix}:{p}:config                         hash   limits and the partition count, read by the script;
+                                                       state=lost: the log lost its state, writes refused
+                                                       until ``sessions recover-log`` (events.log)
     {prefix}:{p}:log                            stream the partition's events, in order
     {prefix}:{p}:agg:{tenant}:{kind}:{id}        hash   aggregate state: v (version), pos, user, del, mc
     {prefix}:{p}:tc:{tenant}:{kind}:{id}         hash   a session's tool call ids: 0 pending, 1 answered

@@ -109,8 +109,18 @@ class Application:
         """Connect to what the settings name, set the log up, and start the in-process projector."""
         event_log = EventLog.connect(settings.log)
         try:
-            await event_log.setup()
             read_model = await open_read_model(settings)
+            try:
+                # With the read models' checkpoints: a log behind them lost its state (writes refused).
+                applied = {p: cp.position for p, cp in (await read_model.checkpoints()).items()}
+                if await event_log.setup(applied):
+                    log.warning(
+                        "sessions: the log is behind the read models (Redis lost its data?): writes are"
+                        " refused (503 log_state_lost) until `sessions recover-log`"
+                    )
+            except BaseException:
+                await _close(read_model)
+                raise
         except BaseException:
             await event_log.close()
             raise
