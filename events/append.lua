@@ -21,11 +21,22 @@ end
 
 local function is_null(v) return v == nil or v == cjson.null end
 
+local function nonfinite(v)
+  if type(v) == 'number' then return v ~= v or v == math.huge or v == -math.huge end
+  if type(v) == 'table' then
+    for _, x in pairs(v) do if nonfinite(x) then return true end end
+  end
+  return false
+end
+
 local function json_size(v)
   if type(v) == 'string' then return #v end
-  -- cjson reads 1e999 as Infinity but cannot write it back: a refusal, not a runtime error of the script.
+  -- cjson reads 1e999 as Infinity; Redis' cjson cannot write it back, fakeredis' writes it: refuse it
+  -- either way (JSON has no Infinity, and the read models' decoder refuses it), not a runtime error.
   local ok, encoded = pcall(cjson.encode, v)
-  if not ok then fail('invalid_json', 'a number out of range (JSON has no Infinity or NaN)') end
+  if not ok or nonfinite(v) then
+    fail('invalid_json', 'a number out of range (JSON has no Infinity or NaN)')
+  end
   return #encoded
 end
 
@@ -41,6 +52,17 @@ local function stored_size(v, sealed)
     end
   end
   return #v
+end
+
+-- The read models' decoder (msgspec) refuses JSON nested past ~1000 levels, a little below what cjson takes:
+-- an event deeper than this is refused here, so it is never acknowledged and then dead-lettered.
+local MAX_DEPTH = 100
+local function too_deep(v, depth)
+  if depth > MAX_DEPTH then return true end
+  for _, x in pairs(v) do
+    if type(x) == 'table' and too_deep(x, depth + 1) then return true end
+  end
+  return false
 end
 
 local function has_nul(v)
@@ -157,6 +179,9 @@ local function main()
     decoding = nil
     if type(ev) ~= 'table' then fail('invalid_json', 'event ' .. i .. ' is not a JSON object') end
     if not valid_utf8(ARGV[1 + i]) then fail('invalid_json', 'event ' .. i .. ' is not valid UTF-8 text') end
+    if too_deep(ev, 1) then
+      fail('invalid_json', 'event ' .. i .. ' is nested deeper than ' .. MAX_DEPTH .. ' levels')
+    end
     if type(ev.type) ~= 'string' then fail('invalid_event', 'event ' .. i .. ' has no type') end
     if type(ev.id) ~= 'string' or not string.match(ev.id,
         '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$')

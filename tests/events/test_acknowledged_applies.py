@@ -246,3 +246,18 @@ async def test_other_shapes_the_decoder_cannot_read_are_refused(event_log: Event
     assert info.value.code == "invalid_json"  # fakeredis's cjson refuses it itself; Redis' takes it
     good = added("s1", msg("user", "caf\u00e9 \u6f22 \U0001f600"))
     assert (await event_log.append([good])).appended
+
+
+async def test_numbers_and_nesting_the_decoder_cannot_read_are_refused(event_log: EventLog) -> None:
+    """fakeredis' cjson (the embedded log) wrote Infinity back where Redis' refuses it; msgspec refuses JSON
+    nested past ~1000 levels where cjson takes 1000: both were acknowledged, then dead-lettered."""
+    s = saved("alice", "k", 1)
+    plan = plan_append(event_log.keys, event_log.partitions, [s])
+    for value in (b"[1e400]", b'{"a": -1e400}', b"[" * 120 + b"]" * 120):
+        data = encode_event(s).replace(b'"value":1', b'"value":' + value)
+        with pytest.raises(InvalidEvent) as info:
+            await evalsha(event_log, plan.keys, [plan.args[0], data])
+        assert info.value.code == "invalid_json", value
+    deep = b"[" * 90 + b"]" * 90
+    data = encode_event(s).replace(b'"value":1', b'"value":' + deep)
+    assert (await evalsha(event_log, plan.keys, [plan.args[0], data])).appended
