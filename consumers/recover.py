@@ -15,9 +15,10 @@ writes with 503 ``log_state_lost``. This command:
    folded, so the projectors (whose checkpoints are there) see what comes next;
 4. marks the log restored. Versions then continue with no gap and no duplicate, and owners hold.
 
-It is idempotent: a run cut short is run again. Not restored: the idempotency keys of the dedup window (a
-client's retry of an append acknowledged just before the loss appends again), and what the lost Redis held
-that was never projected (gone with it). Each fold is a pure function of the events (``fold``).
+It is idempotent: a run cut short is run again. The event ids of the dedup window get their idempotency keys
+back, so a retry of an append acknowledged before the loss appends nothing (a retried append of several
+events is answered with its first event's version and position: the archive does not say which events went
+together). Not restored: what the lost Redis held that was never projected (gone with it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from events.codec import RawEntry, decode_entry
 from events.errors import UndecodableEvent
 from events.log import EventLog, position_key
 from events.schema import (
+    AnyEvent,
     MemoryCleared,
     MemoryDeleted,
     MemorySaved,
@@ -40,7 +42,7 @@ from events.schema import (
     SessionDeleted,
     UserForgotten,
 )
-from events.state import AggregateSnapshot, restore
+from events.state import AggregateSnapshot, IdempotencyRecord, restore
 from projections.api import ReadModel
 
 __all__ = ["LogState", "RecoveryResult", "recover_log"]
@@ -67,6 +69,10 @@ class LogState:
     last: dict[int, str] = field(default_factory=dict)  # partition -> last position folded
     events: int = 0
     unreadable: int = 0  # entries whose aggregate could not even be read (not counted anywhere)
+    # The dedup window (``window_s`` up to ``now_ms``): its events get their idempotency keys back.
+    now_ms: int | None = None
+    window_s: int = 0
+    idempotency: list[IdempotencyRecord] = field(default_factory=list)
 
     def _aggregate(self, tenant: str, kind: str, aggregate_id: str) -> AggregateSnapshot:
         key = (tenant, kind, aggregate_id)
@@ -97,6 +103,38 @@ class LogState:
         snap = self._aggregate(ev.tenant, ev.aggregate_kind, ev.aggregate_id)
         snap.version, snap.position = max(snap.version, entry.version), entry.position
         ms = position_key(entry.position)[0]
+        self._fold_event(snap, ev, ms)
+        if self.now_ms is not None and ms > self.now_ms - self.window_s * 1000:
+            self._remember(entry, snap, str(ev.id), ev.tenant, ms)
+
+    def _remember(
+        self, entry: RawEntry, snap: AggregateSnapshot, event_id: str, tenant: str, ms: int
+    ) -> None:
+        """The event's own append result (an append of several events is answered, on a retry, with its
+        first event's: which events went together the archive does not say)."""
+        result: dict[str, object] = {
+            "partition": entry.partition,
+            "version": entry.version,
+            "position": entry.position,
+            "appended": True,
+            "removed": 0,
+            "event_ids": [event_id],
+        }
+        if snap.kind == "session":
+            result["message_count"] = snap.message_count
+        assert self.now_ms is not None
+        ttl = self.window_s - (self.now_ms - ms) // 1000
+        self.idempotency.append(
+            IdempotencyRecord(
+                partition=entry.partition,
+                tenant=tenant,
+                event_id=event_id,
+                result=msgspec.json.encode(result),
+                ttl_s=int(ttl),
+            )
+        )
+
+    def _fold_event(self, snap: AggregateSnapshot, ev: AnyEvent, ms: int) -> None:
         if isinstance(ev, SessionCreated):
             snap.user_id = ev.payload.user_id
         elif isinstance(ev, MessagesAdded):
@@ -176,7 +214,8 @@ async def recover_log(
     started = time.monotonic()
     await log.mark_state(lost=True)
     total = int(await read_model.replay_size())  # type: ignore[attr-defined]
-    state = LogState()
+    # The log's clock, not this machine's: the positions (and the dedup window) are Redis' time.
+    state = LogState(now_ms=await log.now_ms(), window_s=log.settings.dedup_window_s)
     for p in range(log.partitions):
         for entry in await _entries(log, read_model, p, batch):
             state.fold(entry)
@@ -184,7 +223,9 @@ async def recover_log(
                 progress(state.events, max(total, state.events))
     if progress is not None:
         progress(state.events, max(total, state.events))
-    written = await restore(log, state.aggregates.values(), state.scoped_sets(), state.last)
+    written = await restore(
+        log, state.aggregates.values(), state.scoped_sets(), state.last, idempotency=state.idempotency
+    )
     await log.mark_state(lost=False)
     return RecoveryResult(
         partitions=log.partitions,

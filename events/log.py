@@ -263,6 +263,14 @@ class EventLog:
             out[p] = last.decode() if isinstance(last, bytes) else last
         return out
 
+    async def now_ms(self) -> int:
+        """Redis' clock, in ms (the clock of the stream ids)."""
+        try:
+            secs, micros = await self.redis.time()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        return int(secs) * 1000 + int(micros) // 1000
+
     async def state_lost(self) -> bool:
         """True when a partition's config is gone (Redis lost its data) or marked lost."""
         try:

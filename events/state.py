@@ -14,7 +14,7 @@ from .errors import Unavailable
 from .keys import partition_of
 from .log import EventLog, position_key
 
-__all__ = ["AggregateSnapshot", "restore"]
+__all__ = ["AggregateSnapshot", "IdempotencyRecord", "restore"]
 
 
 class AggregateSnapshot(msgspec.Struct, kw_only=True):
@@ -33,16 +33,28 @@ class AggregateSnapshot(msgspec.Struct, kw_only=True):
     memory_keys: set[str] = msgspec.field(default_factory=set)
 
 
+class IdempotencyRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An event id's entry of the dedup window: what a retry of its append is answered."""
+
+    partition: int
+    tenant: str
+    event_id: str
+    result: bytes  # the append result's JSON, as the script stores it
+    ttl_s: int  # what is left of the dedup window
+
+
 async def restore(
     log: EventLog,
     aggregates: Iterable[AggregateSnapshot],
     scoped: Mapping[tuple[str, str], Iterable[str]],
     last_positions: Mapping[int, str],
     *,
+    idempotency: Iterable[IdempotencyRecord] = (),
     chunk: int = 500,
 ) -> int:
     """Write the script's state back (``consumers.recover``): each aggregate's hash, tool calls and
-    memory keys replaced; each user's scoped-sessions set replaced; each partition's stream made to
+    memory keys replaced; each user's scoped-sessions set replaced; the event ids of the dedup window
+    (``idempotency``) where missing; each partition's stream made to
     generate ids after ``last_positions`` (so the projectors, whose checkpoints are there, see what
     comes next). Returns the aggregates written."""
     written = 0
@@ -63,6 +75,13 @@ async def restore(
                 members = sorted(sessions)
                 if members:
                     pipe.sadd(key, *members)
+            await pipe.execute()
+        async with log.redis.pipeline(transaction=False) as pipe:
+            for n, rec in enumerate(idempotency, 1):
+                key = log.keys.idempotency(rec.partition, rec.tenant, rec.event_id)
+                pipe.set(key, rec.result, ex=max(1, rec.ttl_s), nx=True)  # nx: a surviving one is the truth
+                if n % chunk == 0:
+                    await pipe.execute()
             await pipe.execute()
         last = await log.last_ids(list(last_positions))
         for p, pos in last_positions.items():

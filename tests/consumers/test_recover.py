@@ -207,3 +207,25 @@ def test_the_recover_log_command(
             await again.close()
 
     asyncio.run(after())
+
+
+async def test_a_retry_after_recovery_appends_nothing(event_log: EventLog, read_model: ReadModel) -> None:
+    """The event ids of the dedup window come back: a client that retries an append acknowledged before the
+    loss (its reply lost, say) gets the first result, not a second copy."""
+    await event_log.append([created("s1", "alice")])
+    event = added("s1", msg("user", "once"))
+    first = await event_log.append([event])
+    await project(event_log, read_model)
+    await delete_prefix(event_log.redis, event_log.settings.prefix)
+    await recover_log(event_log, read_model)
+    again = await event_log.append([event])
+    assert again.duplicate and again.message_count == first.message_count  # the first result, as ever
+    assert (again.version, again.position, again.event_ids) == (
+        first.version,
+        first.position,
+        first.event_ids,
+    )
+    ttl = await event_log.redis.ttl(event_log.keys.idempotency(first.partition, "default", str(event.id)))
+    assert 0 < ttl <= event_log.settings.dedup_window_s
+    await project(event_log, read_model)
+    assert [m.content for m in (await read_model.get_messages("default", "s1")).messages] == ["once"]
