@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import secrets
 import time
@@ -200,7 +201,10 @@ class DataKeys:
         key = await self._redis_get(tenant, user_id)
         if key is not None:
             if self.store is not None and (tenant, user_id) not in self._durable:
-                key = await self._store_put(key)  # a key cached before it was kept durably: keep it now
+                # A key cached before it was kept durably: keep it now, when the store answers (a read
+                # must not fail for it; the next use tries again).
+                with contextlib.suppress(Unavailable):
+                    key = await self._store_put(key)
         else:
             key = await self._from_store(tenant, user_id)
         return self._remember(key) if key is not None else None

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from events import EventLog, LogSettings
-from events.errors import ConfigurationError
+from events.errors import ConfigurationError, Unavailable
 from events.keys import Keys
 from projections.api import ReadModel
 from projections.memory import InMemoryReadModel
@@ -168,3 +168,30 @@ async def test_reads_open_after_redis_lost_the_keys(kek_app: Application) -> Non
         assert isinstance(kek_app.read_model, KeyStore)
         assert await kek_app.read_model.load_data_key("default", "gus") is None
         assert await log.redis.get(log.keys.data_key("default", "gus")) is None
+
+
+async def test_a_store_outage_does_not_fail_a_read_of_a_cached_key() -> None:
+    """Keeping a Redis-only key durably is best effort on a read: the read still opens, the next one retries;
+    a new key is never handed out before it is stored."""
+
+    class Down(InMemoryReadModel):
+        down = True
+
+        async def save_data_key(
+            self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+        ) -> tuple[str, bytes]:
+            if self.down:
+                raise Unavailable("PostgreSQL is down")
+            return await super().save_data_key(tenant, user_id, key_id, wrapped)
+
+    redis = fakeredis.FakeAsyncRedis()
+    legacy = await DataKeys(redis, Keys("t")).for_write("default", "hal")
+    store = Down()
+    assert await keyring(redis, store).get("default", "hal") == legacy
+    assert await store.load_data_key("default", "hal") is None
+    with pytest.raises(Unavailable):
+        await keyring(redis, store).for_write("default", "ida")
+    assert await redis.get(Keys("t").data_key("default", "ida")) is None
+    store.down = False
+    assert await keyring(redis, store).get("default", "hal") == legacy
+    assert await store.load_data_key("default", "hal") is not None
