@@ -101,6 +101,15 @@ def unwrap(kek: bytes, tenant: str, user_id: str, key_id: str, wrapped: bytes) -
     return DataKey(tenant, user_id, key_id, secret)
 
 
+# What an erasure leaves in Redis for a little while instead of the key: a process that loaded the key from
+# the store just before the erasure cannot cache it again (SET NX fails), and one that read it from Redis
+# just before cannot store it again unseen (it looks for this after storing). A user id that comes back
+# gets a new key at once (stored durably first, then put over the tombstone). Without a durable copy, a
+# plain DEL, as there is nothing to resurrect the key from.
+TOMBSTONE = "destroyed"
+TOMBSTONE_S = 10
+
+
 def _parse(tenant: str, user_id: str, raw: bytes | str) -> DataKey | None:
     text = raw.decode() if isinstance(raw, bytes) else raw
     key_id, _, b64 = text.partition(":")
@@ -191,7 +200,16 @@ class DataKeys:
         self._durable.add((tenant, user_id))
         key = unwrap(self.kek, tenant, user_id, *found)
         cached = await self._redis_put(key)  # Redis lost it: cache it again
-        return cached if cached is not None and cached.id == key.id else key
+        # A tombstone: erased since the load. Another key: created since (stored durably before it was
+        # cached, so it is the newer one).
+        return cached
+
+    async def _tombstoned(self, tenant: str, user_id: str) -> bool:
+        try:
+            raw = await self.redis.get(self.keys.data_key(tenant, user_id))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise Unavailable(f"cannot reach Redis: {e}") from e
+        return raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == TOMBSTONE
 
     async def get(self, tenant: str, user_id: str) -> DataKey | None:
         """The user's key, or None when they have none (never had one, or were forgotten)."""
@@ -205,6 +223,9 @@ class DataKeys:
                 # must not fail for it; the next use tries again).
                 with contextlib.suppress(Unavailable):
                     key = await self._store_put(key)
+                    if await self._tombstoned(tenant, user_id):  # erased meanwhile: undo the store
+                        await self._erase(tenant, user_id)
+                        return None
         else:
             key = await self._from_store(tenant, user_id)
         return self._remember(key) if key is not None else None
@@ -218,23 +239,38 @@ class DataKeys:
         if self.store is not None:
             new = await self._store_put(new)  # durable first: the stored key is the one
         key = await self._redis_put(new)
-        if key is None:
+        if key is None and self.store is None:
             raise Unavailable(f"the data key of user {user_id} changed while it was being created; retry")
-        if self.store is not None and key.id != new.id:
-            key = new  # Redis held a key the store did not win with: the stored one rules
-            await self.redis.set(self.keys.data_key(tenant, user_id), _cached_form(key))
+        if key is None or (self.store is not None and key.id != new.id):
+            # A tombstone (the user id comes back right after an erasure), or a key the store did not win
+            # with: the key just stored rules.
+            key = new
+            try:
+                await self.redis.set(self.keys.data_key(tenant, user_id), _cached_form(key))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                raise Unavailable(f"cannot reach Redis: {e}") from e
         return self._remember(key)
 
     async def destroy(self, tenant: str, user_id: str) -> bool:
         """Delete the user's key everywhere (True if there was one). Everything sealed with it is unreadable
         from now on (other processes: once their cache entry expires, ``ttl_s``)."""
+        return await self._erase(tenant, user_id)
+
+    async def _erase(self, tenant: str, user_id: str) -> bool:
         self._cache.pop((tenant, user_id), None)
         self._durable.discard((tenant, user_id))
         stored = False
         if self._erase_from is not None:
             stored = await self._erase_from.delete_data_key(tenant, user_id)
+        name = self.keys.data_key(tenant, user_id)
         try:
-            cached = bool(await self.redis.delete(self.keys.data_key(tenant, user_id)))
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(name)
+                if self.store is not None:  # only a durable copy in use can be loaded or stored back
+                    pipe.set(name, TOMBSTONE, ex=TOMBSTONE_S)
+                else:
+                    pipe.delete(name)
+                previous, _ = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise Unavailable(f"cannot reach Redis: {e}") from e
-        return stored or cached
+        return stored or (previous is not None and _parse(tenant, user_id, previous) is not None)

@@ -23,7 +23,7 @@ from projections.memory import InMemoryReadModel
 from projections.postgres import PostgresReadModel
 from service.app import Application
 from service.http.app import create_app
-from service.keyring import DataKeys, KeyStore, load_kek
+from service.keyring import TOMBSTONE, DataKeys, KeyStore, load_kek
 from service.settings import ServiceSettings
 from tests.fix_pg import PG_DSN
 from tests.fix_redis import delete_prefix, real_redis
@@ -70,7 +70,7 @@ async def test_erasure_destroys_every_copy(store: ReadModel) -> None:
     assert await keys.destroy("default", "alice")
     assert isinstance(store, KeyStore)
     assert await store.load_data_key("default", "alice") is None
-    assert await redis.get(Keys("t").data_key("default", "alice")) is None
+    assert await redis.get(Keys("t").data_key("default", "alice")) in (None, TOMBSTONE.encode())
     assert await keyring(redis, store).get("default", "alice") is None
     # Destroyed in the store even by a process without the KEK.
     await keys.for_write("default", "bob")
@@ -167,7 +167,7 @@ async def test_reads_open_after_redis_lost_the_keys(kek_app: Application) -> Non
         assert r.status_code == 200, r.text
         assert isinstance(kek_app.read_model, KeyStore)
         assert await kek_app.read_model.load_data_key("default", "gus") is None
-        assert await log.redis.get(log.keys.data_key("default", "gus")) is None
+        assert await log.redis.get(log.keys.data_key("default", "gus")) in (None, TOMBSTONE.encode())
 
 
 async def test_a_store_outage_does_not_fail_a_read_of_a_cached_key() -> None:
@@ -195,3 +195,30 @@ async def test_a_store_outage_does_not_fail_a_read_of_a_cached_key() -> None:
     store.down = False
     assert await keyring(redis, store).get("default", "hal") == legacy
     assert await store.load_data_key("default", "hal") is not None
+
+
+async def test_a_key_loaded_while_it_is_destroyed_is_not_cached_again(store: ReadModel) -> None:
+    """Another process loads the key from the store just before an erasure deletes it, and caches it in
+    Redis just after: the erasure's tombstone makes that fail, so the key does not come back."""
+    redis = fakeredis.FakeAsyncRedis()
+    eraser = keyring(redis, store)
+    old = await eraser.for_write("default", "jo")
+    await redis.delete(Keys("t").data_key("default", "jo"))  # not in Redis: the loader goes to the store
+    loader = keyring(redis, store)
+    assert isinstance(store, KeyStore)
+    load = store.load_data_key
+
+    async def load_then_erase(tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        found = await load(tenant, user_id)
+        await eraser.destroy(tenant, user_id)
+        return found
+
+    store.load_data_key = load_then_erase  # type: ignore[method-assign]
+    assert await loader.get("default", "jo") is None
+    store.load_data_key = load  # type: ignore[method-assign]
+    assert await keyring(redis, store).get("default", "jo") is None
+    # The user id comes back: a new key at once, kept durably.
+    new = await keyring(redis, store).for_write("default", "jo")
+    assert new.id != old.id
+    await redis.flushall()
+    assert await keyring(redis, store).get("default", "jo") == new
