@@ -277,6 +277,18 @@ async def _rebuild(args: argparse.Namespace, settings: StoreSettings) -> int:
         return 0
 
 
+async def _recover_log(args: argparse.Namespace, settings: StoreSettings) -> int:
+    """``recover-log``: restore the log's state from the archive (``consumers.recover``), with progress."""
+    from .recover import recover_log
+
+    async with open_resources(settings) as (log, read_model):
+        bar = Progress(sys.stderr, "recover-log")
+        result = await recover_log(log, read_model, progress=bar.update)
+        bar.close()
+        print(f"recovered: {result}; writes are accepted again")
+        return 0
+
+
 async def _migrate(args: argparse.Namespace, settings: StoreSettings) -> int:
     from projections.settings import migrate
 
@@ -302,7 +314,8 @@ def _at_least(low: float, kind: type[int] | type[float] = int) -> Any:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild`` and ``migrate``."""
+    """Register ``project``, ``status``, ``dead-letters``, ``trim``, ``rebuild``, ``migrate`` and
+    ``recover-log``."""
     p = subparsers.add_parser("project", help="run a projector worker (until SIGTERM, or --burst)")
     p.add_argument(
         "--burst",
@@ -373,3 +386,8 @@ def add_commands(subparsers: Any) -> None:
 
     m = subparsers.add_parser("migrate", help="apply the read models' schema migrations")
     m.set_defaults(handler=_migrate)
+
+    rl = subparsers.add_parser(
+        "recover-log", help="restore the log's state from the archive after Redis lost it"
+    )
+    rl.set_defaults(handler=_recover_log)

@@ -21,11 +21,22 @@ end
 
 local function is_null(v) return v == nil or v == cjson.null end
 
+local function nonfinite(v)
+  if type(v) == 'number' then return v ~= v or v == math.huge or v == -math.huge end
+  if type(v) == 'table' then
+    for _, x in pairs(v) do if nonfinite(x) then return true end end
+  end
+  return false
+end
+
 local function json_size(v)
   if type(v) == 'string' then return #v end
-  -- cjson reads 1e999 as Infinity but cannot write it back: a refusal, not a runtime error of the script.
+  -- cjson reads 1e999 as Infinity; Redis' cjson cannot write it back, fakeredis' writes it: refuse it
+  -- either way (JSON has no Infinity, and the read models' decoder refuses it), not a runtime error.
   local ok, encoded = pcall(cjson.encode, v)
-  if not ok then fail('invalid_json', 'a number out of range (JSON has no Infinity or NaN)') end
+  if not ok or nonfinite(v) then
+    fail('invalid_json', 'a number out of range (JSON has no Infinity or NaN)')
+  end
   return #encoded
 end
 
@@ -43,12 +54,66 @@ local function stored_size(v, sealed)
   return #v
 end
 
+-- The read models' decoder (msgspec) refuses JSON nested past ~1000 levels, a little below what cjson takes:
+-- an event deeper than this is refused here, so it is never acknowledged and then dead-lettered.
+local MAX_DEPTH = 100
+local function too_deep(v, depth)
+  if depth > MAX_DEPTH then return true end
+  for _, x in pairs(v) do
+    if type(x) == 'table' and too_deep(x, depth + 1) then return true end
+  end
+  return false
+end
+
 local function has_nul(v)
   if type(v) == 'string' then return string.find(v, '\0', 1, true) ~= nil end
   if type(v) == 'table' then
     for k, x in pairs(v) do if has_nul(k) or has_nul(x) then return true end end
   end
   return false
+end
+
+-- RFC 3339 as the read models' decoder reads it (msgspec): a real calendar date and time of day, seconds
+-- required, an optional fraction, 'Z' or an offset of at most 23:59. A time that passes here is never
+-- dead-lettered by a projector; the few forms msgspec also takes (a space for 'T', '+0100') are refused.
+local DAYS = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31}
+local function valid_time(s)
+  if type(s) ~= 'string' then return false end
+  local y, mo, d, h, mi, sec, rest = string.match(s, '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)(.*)$')
+  if not y then return false end
+  y, mo, d, h, mi, sec = tonumber(y), tonumber(mo), tonumber(d), tonumber(h), tonumber(mi), tonumber(sec)
+  if y < 1 or mo < 1 or mo > 12 or d < 1 or h > 23 or mi > 59 or sec > 59 then return false end
+  local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+  if d > DAYS[mo] + ((mo == 2 and leap) and 1 or 0) then return false end
+  local frac = string.match(rest, '^%.%d+')
+  if frac then
+    if #frac > 10 then return false end
+    rest = string.sub(rest, #frac + 1)
+  end
+  if rest == 'Z' then return true end
+  local oh, om = string.match(rest, '^[%+%-](%d%d):(%d%d)$')
+  return oh ~= nil and tonumber(oh) <= 23 and tonumber(om) <= 59
+end
+
+-- JSON text is UTF-8 (RFC 8259), and the read models' decoder refuses anything else; cjson does not check.
+-- ASCII-only text (the common case) costs one search; otherwise each lead byte and its continuations.
+local function utf8_sequence(q)
+  local n, a, b = #q, string.byte(q, 1, 2)
+  if a >= 194 and a <= 223 then return n == 2 end
+  if a >= 224 and a <= 239 then
+    return n == 3 and (a ~= 224 or b >= 160) and (a ~= 237 or b <= 159)  -- no overlong, no surrogate
+  end
+  if a >= 240 and a <= 244 then return n == 4 and (a ~= 240 or b >= 144) and (a ~= 244 or b <= 143) end
+  return false
+end
+local function valid_utf8(s)
+  if not string.find(s, '[\128-\255]') then return true end
+  local ok = true
+  local rest = string.gsub(s, '[\192-\255][\128-\191]*', function(q)
+    if ok and not utf8_sequence(q) then ok = false end
+    return ''
+  end)
+  return ok and not string.find(rest, '[\128-\255]')
 end
 
 local decoding = nil  -- the index of the event being decoded, so a decode error is reported as such
@@ -60,9 +125,13 @@ local function main()
   partition = tonumber(partition)
   local cfg = redis.call('HMGET', config_key, 'partitions', 'dedup_window_s', 'max_content_bytes',
     'max_messages', 'max_key_length', 'max_value_bytes', 'max_metadata_bytes', 'max_memory_keys',
-    'max_tool_calls', 'max_id_length')
+    'max_tool_calls', 'max_id_length', 'state')
   if not cfg[1] then
     fail('log_not_configured', 'the log is not set up: run the service (or EventLog.setup) once first')
+  end
+  if cfg[11] == 'lost' then
+    fail('log_state_lost', 'the log lost its state (a Redis restarted empty?): writes are refused until '
+      .. '`sessions recover-log` restores it from the archive')
   end
   local partitions = tonumber(cfg[1])
   local ttl = tonumber(cfg[2])
@@ -109,6 +178,10 @@ local function main()
     local ev = cjson.decode(ARGV[1 + i])
     decoding = nil
     if type(ev) ~= 'table' then fail('invalid_json', 'event ' .. i .. ' is not a JSON object') end
+    if not valid_utf8(ARGV[1 + i]) then fail('invalid_json', 'event ' .. i .. ' is not valid UTF-8 text') end
+    if too_deep(ev, 1) then
+      fail('invalid_json', 'event ' .. i .. ' is nested deeper than ' .. MAX_DEPTH .. ' levels')
+    end
     if type(ev.type) ~= 'string' then fail('invalid_event', 'event ' .. i .. ' has no type') end
     if type(ev.id) ~= 'string' or not string.match(ev.id,
         '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$')
@@ -129,9 +202,9 @@ local function main()
     elseif t ~= tenant or ev.aggregate_kind ~= kind or ev.aggregate_id ~= agg_id then
       fail('mixed_aggregates', 'all events of one append must belong to one aggregate')
     end
-    if type(ev.occurred_at) ~= 'string' or not string.match(ev.occurred_at, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d')
-        or not (string.match(ev.occurred_at, 'Z$') or string.match(ev.occurred_at, '[%+%-]%d%d:%d%d$')) then
-      fail('invalid_occurred_at', 'occurred_at must be an RFC 3339 timestamp with a time zone')
+    if not valid_time(ev.occurred_at) then
+      fail('invalid_occurred_at', 'occurred_at must be an RFC 3339 timestamp with seconds and a time zone, '
+        .. 'e.g. 2026-01-31T12:00:00.123Z')
     end
     if not is_null(ev.actor) then
       local a = ev.actor
@@ -280,13 +353,18 @@ local function main()
         end
         opt_string(m.content, where .. ' content')
         opt_string(m.name, where .. ' name')
-        if not is_null(m.timestamp) and type(m.timestamp) ~= 'number' then
-          fail('invalid_message', where .. ': timestamp must be a number of milliseconds')
-        end
-        -- Past 2^53 ms (285,000 years) a timestamp is no time, and past 2^63 no PostgreSQL bigint: the
-        -- projector could not store the message at all.
-        if not is_null(m.timestamp) and not (math.abs(m.timestamp) < 2^53) then
-          fail('invalid_message', where .. ': timestamp is out of range (epoch milliseconds below 2^53)')
+        if not is_null(m.timestamp) then
+          local ts = m.timestamp
+          if type(ts) ~= 'number' or ts ~= ts or ts % 1 ~= 0 then
+            fail('invalid_timestamp', where .. ': timestamp must be a whole number of epoch milliseconds',
+              {index = j - 1})
+          end
+          -- Past 2^53 ms (285,000 years) a timestamp is no time, and past 2^63 no PostgreSQL bigint: the
+          -- projector could not store the message at all.
+          if not (math.abs(ts) < 2^53) then
+            fail('invalid_timestamp', where .. ': timestamp is out of range (epoch milliseconds below 2^53)',
+              {index = j - 1})
+          end
         end
         local content_size = is_null(m.content) and 0 or stored_size(m.content, sealed)
         if content_size > lim.content then
@@ -297,7 +375,10 @@ local function main()
         local calls = m.tool_calls
         local has_calls = false
         if not is_null(calls) then
-          if type(calls) ~= 'table' then fail('invalid_tool_calls', where .. ': tool_calls must be a list') end
+          -- cjson reads [] and {} alike; a non-empty object has no length.
+          if type(calls) ~= 'table' or (#calls == 0 and next(calls) ~= nil) then
+            fail('invalid_tool_calls', where .. ': tool_calls must be a list')
+          end
           if #calls > 0 and role ~= 'assistant' then
             fail('tool_calls_not_allowed', where .. ': only assistant messages may carry tool_calls')
           end
@@ -351,6 +432,8 @@ local function main()
       mc = mc + #msgs
     elseif t == 'session.deleted.v1' then
       if kind ~= 'session' then fail('wrong_aggregate', 'session events belong to a session aggregate') end
+      if #p > 0 then fail('invalid_payload', 'event ' .. i .. ' has no payload object') end
+      opt_string(p.reason, 'reason')
       require_session()
       deleted, deleted_now = true, true
     elseif t == 'memory.saved.v1' then

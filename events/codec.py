@@ -81,7 +81,77 @@ def recorded_at_of(position: str) -> datetime:
     return datetime.fromtimestamp(position_ms(position) / 1000, UTC)
 
 
+def _without_nulls(obj: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if v is not None or k in keep}
+
+
+def _as_object(value: Any) -> Any:
+    return {} if value == [] else value  # cjson, in the append script, cannot tell [] from {}
+
+
+def _lenient(obj: Any) -> Any:
+    """What a publisher may write and the append script accepts, in the shape the strict types read: a null
+    where the schema has a default means the default, [] where an object is due is the empty object, an
+    integral float (1.0, 1e3) where an integer is due is that integer (``strict=False`` below), and the
+    version and recorded_at a publisher may have put in the envelope are the log's to assign."""
+    if not isinstance(obj, dict):
+        return obj
+    out = _without_nulls(obj)
+    out.pop("version", None)
+    out.pop("recorded_at", None)
+    if isinstance(out.get("actor"), dict):
+        out["actor"] = _without_nulls(out["actor"])
+    payload = _as_object(out.get("payload"))
+    if isinstance(payload, dict):
+        payload = _without_nulls(payload, keep=("value",))  # a memory value of null is a value
+        if "metadata" in payload:
+            payload["metadata"] = _as_object(payload["metadata"])
+        messages = payload.get("messages")
+        if isinstance(messages, list):
+            payload["messages"] = [_lenient_message(m) for m in messages]
+        out["payload"] = payload
+    return out
+
+
+def _lenient_message(m: Any) -> Any:
+    if not isinstance(m, dict):
+        return m
+    m = _without_nulls(m)
+    if "metadata" in m:
+        m["metadata"] = _as_object(m["metadata"])
+    calls = m.get("tool_calls")
+    if calls == {}:
+        m["tool_calls"] = []
+    elif isinstance(calls, list):
+        m["tool_calls"] = [_lenient_call(c) for c in calls]
+    return m
+
+
+def _lenient_call(c: Any) -> Any:
+    if not isinstance(c, dict):
+        return c
+    c = _without_nulls(c)
+    if isinstance(c.get("function"), dict):
+        c["function"] = _without_nulls(c["function"])
+    return c
+
+
 def decode_entry(entry: RawEntry) -> AnyEvent:
-    """The event of a stream entry, with the version and recorded_at the log assigned."""
-    event = decode_event(entry.data, entry.type)
+    """The event of a stream entry, with the version and recorded_at the log assigned.
+
+    What the log acknowledged, a consumer must read: the strict decoder first (every event the service or
+    ``Publisher`` wrote), then, for a direct publisher's JSON that the script took but the strict types do
+    not (a null for a default, ``1.0`` for an integer), the same types read leniently (``_lenient``)."""
+    try:
+        event = decode_event(entry.data, entry.type)
+    except UndecodableEvent as strict:
+        if strict.code == "unknown_event_type":
+            raise
+        try:
+            obj = _lenient(msgspec.json.decode(entry.data))
+            while isinstance(obj, dict) and obj.get("type") in UPCASTERS:
+                obj = UPCASTERS[obj["type"]](obj)
+            event = msgspec.convert(obj, AnyEvent, strict=False)
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+            raise strict from None
     return msgspec.structs.replace(event, version=entry.version, recorded_at=recorded_at_of(entry.position))

@@ -120,6 +120,7 @@ _CLASS_BY_CODE: dict[str, type[SessionsError]] = {
     "id_too_long": LimitExceeded,
     "partition_mismatch": ConfigurationError,
     "log_not_configured": ConfigurationError,
+    "log_state_lost": Unavailable,
 }
 
 

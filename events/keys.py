@@ -3,7 +3,9 @@
 Layout (``prefix`` defaults to ``sessions``; ``p`` is the partition number; ``{p}`` is a Redis Cluster hash
 tag, so every key of one partition lives in one slot and one script can touch them all)::
 
-    {prefix}:{p}:config                         hash   limits and the partition count, read by the script
+    {prefix}:{p}:config                         hash   limits and the partition count, read by the script;
+                                                       state=lost: the log lost its state, writes refused
+                                                       until ``sessions recover-log`` (events.log)
     {prefix}:{p}:log                            stream the partition's events, in order
     {prefix}:{p}:agg:{tenant}:{kind}:{id}        hash   aggregate state: v (version), pos, user, del, mc
     {prefix}:{p}:tc:{tenant}:{kind}:{id}         hash   a session's tool call ids: 0 pending, 1 answered
@@ -12,8 +14,9 @@ tag, so every key of one partition lives in one slot and one script can touch th
     {prefix}:{p}:scoped:{tenant}:{user}          set    sessions where a user saved session-scoped memory
     {prefix}:{p}:lease:{projection}              string the projector lease of a partition (owner, epoch)
     {prefix}:{workers}:{projection}              zset   live projector workers, scored by heartbeat expiry
-    {prefix}:{dek:{tenant}:{user}}               string a user's data key, "<key id>:<base64 key>" (DEL
-                                                       = crypto-shredding; ``service.sealing``)
+    {prefix}:{dek:{tenant}:{user}}               string a user's data key, "<key id>:<base64 key>": a cache
+                                                       of the wrapped copy beside the read models (both
+                                                       deleted = crypto-shredding; ``service.keyring``)
 
 The partition of an aggregate is ``h % partitions`` where ``h`` folds the UTF-8 bytes of
 ``tenant/kind/id`` as ``h = (h * 31 + byte) % 2147483647``: integer arithmetic that Redis' Lua 5.1 can check

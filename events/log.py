@@ -9,13 +9,13 @@ answers within ``LogSettings.timeout_s`` (a blocking read: plus its block time) 
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .codec import RawEntry, encode_event
 from .driver import as_project_error, connect, connect_blocking, redis_call, redis_errors, translate_error
@@ -34,6 +34,7 @@ __all__ = [
     "parse_entries",
     "parse_reply",
     "plan_append",
+    "position_key",
     "translate_error",
 ]
 
@@ -152,6 +153,13 @@ def _state(partition: int, values: Sequence[bytes | None]) -> AggregateState:
 _STATE_FIELDS = ("v", "pos", "user", "del", "mc")
 
 
+def position_key(position: str | None) -> tuple[int, int]:
+    if not position:
+        return (-1, -1)
+    ms, _, seq = position.partition("-")
+    return (int(ms), int(seq or 0))
+
+
 def _config_mapping(settings: LogSettings) -> dict[str, int]:
     return {
         "partitions": settings.partitions,
@@ -180,6 +188,7 @@ class EventLog:
         self.timeout_s = self.settings.timeout_s
         self._script = client.register_script(load_script())
         self._sha = self._script.sha
+        self._set_up = False  # True once this process saw the log configured: a config gone is a lost log
 
     @classmethod
     def connect(cls, settings: LogSettings) -> EventLog:
@@ -192,29 +201,105 @@ class EventLog:
             client = fakeredis.FakeAsyncRedis()
         return cls(client, settings)
 
-    async def setup(self) -> None:
-        """Write the limits each partition's script reads. Refuses a partition count that differs."""
+    async def setup(self, applied: Mapping[int, str | None] | None = None) -> list[int]:
+        """Write the limits each partition's script reads. Refuses a partition count that differs.
+
+        ``applied``: what the read models hold of each partition (their checkpoints). A partition whose log
+        ends before that (a Redis restarted empty, or that lost its last writes) has lost the state the
+        script checks against (versions, owners, deleted sessions): the whole log is then marked lost, and
+        every write is refused (``log_state_lost``, 503) until ``sessions recover-log``. Returns those
+        partitions. A log marked lost stays so, whoever runs setup."""
         async with redis_call(self.timeout_s):
             found: Any = await self.redis.hget(self.keys.config(0), "partitions")
         _check_partitions(found, self.settings)
-        mapping = _config_mapping(self.settings)
+        lost = await self._behind(applied or {})
+        mapping: dict[str, int | str] = dict(_config_mapping(self.settings))
+        if lost:
+            mapping["state"] = "lost"
         async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
                 pipe.hset(self.keys.config(p), mapping=mapping)  # type: ignore[arg-type]
             await pipe.execute()
+        self._set_up = True
+        return lost
+
+    async def _behind(self, applied: Mapping[int, str | None]) -> list[int]:
+        wanted = {p: pos for p, pos in applied.items() if pos is not None and 0 <= p < self.partitions}
+        if not wanted:
+            return []
+        last = await self.last_ids(list(wanted))
+        return sorted(p for p, pos in wanted.items() if position_key(last[p]) < position_key(pos))
+
+    async def last_ids(self, partitions: Sequence[int]) -> dict[int, str | None]:
+        """The last id each partition's stream ever generated (trimmed entries included); None: no stream."""
+        out: dict[int, str | None] = {}
+        async with redis_call(self.timeout_s):
+            for p in partitions:
+                try:
+                    info: Any = await self.redis.xinfo_stream(self.keys.log(p))
+                except ResponseError:  # no such key
+                    out[p] = None
+                    continue
+                last = info.get("last-generated-id")
+                out[p] = last.decode() if isinstance(last, bytes) else last
+        return out
+
+    async def now_ms(self) -> int:
+        """Redis' clock, in ms (the clock of the stream ids)."""
+        async with redis_call(self.timeout_s):
+            secs, micros = await self.redis.time()
+        return int(secs) * 1000 + int(micros) // 1000
+
+    async def state_lost(self) -> bool:
+        """True when a partition's config is gone (Redis lost its data) or marked lost."""
+        async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.hmget(self.keys.config(p), ["partitions", "state"])
+            replies: Any = await pipe.execute()
+        return any(r[0] is None or r[1] == b"lost" for r in replies)
+
+    async def mark_state(self, lost: bool) -> None:
+        """Mark every partition lost (writes refused) or restored; writes the config too."""
+        mapping: dict[str, int | str] = dict(_config_mapping(self.settings))
+        marked: dict[str, int | str] = {**mapping, "state": "lost"}
+        async with redis_call(self.timeout_s), self.redis.pipeline(transaction=True) as pipe:
+            for p in range(self.partitions):
+                if lost:
+                    pipe.hset(self.keys.config(p), mapping=marked)  # type: ignore[arg-type]
+                else:
+                    pipe.hset(self.keys.config(p), mapping=mapping)  # type: ignore[arg-type]
+                    pipe.hdel(self.keys.config(p), "state")
+            await pipe.execute()
+        self._set_up = True
 
     async def append(self, events: Sequence[Event], expected_version: int | None = None) -> AppendResult:
         plan = plan_append(self.keys, self.partitions, events, expected_version)
-        async with redis_call(self.timeout_s):
-            if plan.scoped is not None:
-                # Before the append, so a clear of all the user's memory always finds this session.
-                await self.redis.sadd(plan.scoped[0], plan.scoped[1])
-            # EVALSHA directly: redis-py's Script wrapper costs ~10 us a call on this hot path.
-            try:
-                reply = await self.redis.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
-            except NoScriptError:
-                reply = await self._script(keys=plan.keys, args=plan.args)
+        try:
+            async with redis_call(self.timeout_s):
+                if plan.scoped is not None:
+                    # Before the append, so a clear of all the user's memory always finds this session.
+                    await self.redis.sadd(plan.scoped[0], plan.scoped[1])
+                # EVALSHA directly: redis-py's Script wrapper costs ~10 us a call on this hot path.
+                try:
+                    reply = await self.redis.evalsha(self._sha, len(plan.keys), *plan.keys, *plan.args)
+                except NoScriptError:
+                    reply = await self._script(keys=plan.keys, args=plan.args)
+        except SessionsError as e:
+            lost = self._lost(e)
+            if lost is e:
+                raise
+            raise lost from e
         return parse_reply(reply)
+
+    def _lost(self, error: SessionsError) -> SessionsError:
+        """The config gone under a process that saw it set up: Redis lost its data, not a new deployment."""
+        if self._set_up and error.code == "log_not_configured":
+            return Unavailable(
+                "the log lost its state (Redis restarted empty?): writes are refused until `sessions"
+                " recover-log` restores it from the archive",
+                code="log_state_lost",
+            )
+        return error
 
     async def append_batch(self, appends: Sequence[Sequence[Event]]) -> list[AppendResult | SessionsError]:
         """Several independent appends (each to one aggregate, each atomic) in one pipelined round trip.
@@ -235,7 +320,9 @@ class EventLog:
                 next(it)
             reply = next(it)
             if isinstance(reply, Exception):
-                results.append(as_project_error(reply) or Unavailable(f"redis failed the append: {reply}"))
+                results.append(
+                    self._lost(as_project_error(reply) or Unavailable(f"redis failed the append: {reply}"))
+                )
             else:
                 results.append(parse_reply(reply))
         return results

@@ -250,7 +250,8 @@ class ReadModel(ABC):
         not newer than ``epoch``): if another writer moved it or holds a newer epoch, nothing is written and
         ``projections.errors.FencedOut`` is raised. A unique (aggregate, version) guard refuses a double
         apply: an entry whose event is already applied (a checkpoint behind its data) is skipped and counted
-        in ``skipped``; another event at an applied (aggregate, version), or a reused event id, is poison.
+        in ``skipped``; another event at an applied (aggregate, version) is poison (an event id may recur: it
+        is an idempotency key of the log, per partition and for a window).
         An entry that cannot be decoded or applied raises ``projections.errors.PoisonEvent`` naming it, with
         nothing written; the caller retries and then calls ``dead_letter``."""
 
@@ -297,3 +298,19 @@ class ReadModel(ABC):
         The checkpoints keep the shadow's positions and take the newest fencing epoch of either side, so a
         projector holding a lease goes on (if the shadow went further, it is refused once on the position
         and reloads). If ``catch_up`` raises, nothing is swapped and the error propagates."""
+
+    # -- the users' wrapped data keys (service.keyring): kept beside the read models, not a projection ----
+    @abstractmethod
+    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        """(key id, the key wrapped under the deployment's KEK), or None."""
+
+    @abstractmethod
+    async def save_data_key(
+        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+    ) -> tuple[str, bytes]:
+        """Store the key unless the user has one; return the one stored (a racing writer's, maybe). A
+        rebuild's switch carries the keys over as they are."""
+
+    @abstractmethod
+    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
+        """Delete the user's key (erasure); True if there was one."""

@@ -183,27 +183,24 @@ def guard(
     entries: Sequence[RawEntry],
     events: Sequence[AnyEvent],
     applied: Callable[[AggregateVersion], str | None],
-    used: Callable[[str], AggregateVersion | None],
 ) -> set[int]:
-    """The (aggregate, version) guard. ``applied`` gives the event id stored at an aggregate version, ``used``
-    the aggregate version stored for an event id. Returns the indexes of entries already applied (the same
-    event at the same version: a checkpoint behind its data; skip them). Another event at an applied
-    version, or an event id used by another event, is poison."""
+    """The (aggregate, version) guard. ``applied`` gives the event id stored at an aggregate version. Returns
+    the indexes of entries already applied (the same event at the same version: a checkpoint behind its data;
+    skip them). Another event at an applied version is poison.
+
+    An event id alone identifies nothing here: it is an idempotency key that the log checks per partition
+    and tenant for the dedup window (docs/events.md), so the same id may come again in another partition or
+    after the window, as a new event the log acknowledged; it must be applied like any other."""
     skip: set[int] = set()
-    seen_ids: set[str] = set()
     seen_versions: set[AggregateVersion] = set()
     for i, (entry, event) in enumerate(zip(entries, events, strict=True)):
         version: AggregateVersion = (event.tenant, event.aggregate_kind, event.aggregate_id, entry.version)
-        event_id = str(event.id)
         stored = applied(version)
-        if stored == event_id:
+        if stored == str(event.id):
             skip.add(i)
             continue
         if stored is not None or version in seen_versions:
             raise PoisonEvent(entry, f"aggregate version {version} is already applied by another event")
-        if used(event_id) is not None or event_id in seen_ids:
-            raise PoisonEvent(entry, f"event id {event_id} is already used by another event")
-        seen_ids.add(event_id)
         seen_versions.add(version)
     return skip
 

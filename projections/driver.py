@@ -67,7 +67,7 @@ def as_project_error(e: BaseException, *, late: float | None = None) -> Sessions
     if isinstance(e, pgerr.UniqueViolation):
         from . import store  # here: store imports the migrations, which use this module
 
-        if e.diag.constraint_name in (store.GUARD_CONSTRAINT, store.EVENT_ID_CONSTRAINT):
+        if e.diag.constraint_name == store.GUARD_CONSTRAINT:
             return AlreadyApplied(f"the (aggregate, version) guard refused the batch: {e}")
         return ReadModelError(f"the batch broke a constraint: {e}")
     if isinstance(e, psycopg.Error):

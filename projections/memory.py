@@ -106,7 +106,6 @@ class _Tables:
         # Per partition, in position order: what a rebuild replays.
         self.entries: dict[int, list[RawEntry]] = {}
         self.applied: dict[AggregateVersion, str] = {}  # the (aggregate, version) guard -> event id
-        self.event_ids: dict[str, AggregateVersion] = {}
         self.checkpoints: dict[tuple[str, int], Checkpoint] = {}
         self.dead_letters: list[DeadLetter] = []
 
@@ -162,7 +161,6 @@ class _Tables:
             self.audit.insert(i, audit_row)
             self.entries.setdefault(row.partition, []).append(row.entry())
             self.applied[row.aggregate] = row.event_id
-            self.event_ids[row.event_id] = row.aggregate
 
 
 class InMemoryReadModel(ReadModel):
@@ -174,6 +172,8 @@ class InMemoryReadModel(ReadModel):
         self._clock = clock
         self._shadow: InMemoryReadModel | None = None
         self._switching: asyncio.Event | None = None  # set while switch_to holds the writers off
+        # The users' wrapped data keys (service.keyring.KeyStore): not a projection, so a rebuild keeps them.
+        self._data_keys: dict[tuple[str, str], tuple[str, bytes]] = {}
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -316,7 +316,7 @@ class InMemoryReadModel(ReadModel):
         self._cas(projection, partition, expected, epoch)
         t = self._t
         events = [decode(entry) for entry in entries]
-        skip = guard(entries, events, t.applied.get, t.event_ids.get)
+        skip = guard(entries, events, t.applied.get)
         changes = Changes.fold(t, entries, events, skip)
         audit = [audit_record(row) for row in changes.archive]
         # Nothing can fail from here on: the batch lands whole.
@@ -382,6 +382,17 @@ class InMemoryReadModel(ReadModel):
         return sum(len(v) for v in self._t.entries.values()) + sum(
             1 for d in self._t.dead_letters if not d.retried
         )
+
+    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        return self._data_keys.get((tenant, user_id))
+
+    async def save_data_key(
+        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+    ) -> tuple[str, bytes]:
+        return self._data_keys.setdefault((tenant, user_id), (key_id, wrapped))
+
+    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
+        return self._data_keys.pop((tenant, user_id), None) is not None
 
     async def open_shadow(self, *, fresh: bool = False) -> InMemoryReadModel:
         """An empty read model to rebuild into (the one of an unfinished rebuild, unless ``fresh``)."""

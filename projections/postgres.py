@@ -13,11 +13,11 @@ Write side. ``apply_batch`` is ONE transaction of a fixed number of round trips,
 Round trip 1 first takes a transaction advisory lock on (schema, partition): the rows of a partition's
 aggregates are only written by that partition's batches, so this serializes every writer of them, whatever
 projection name it checkpoints under. The (aggregate, version) guard is the second line behind the
-compare-and-set: round trip 1 also looks the batch's event ids and aggregate versions up in the archive;
-entries already applied (the same event at the same version: a checkpoint behind its data) are skipped
-(``BatchOutcome.skipped``), and another event at an applied version, or a reused event id, is
-``PoisonEvent``. The archive's UNIQUE constraints on the same columns stand behind that
-(``AlreadyApplied``).
+compare-and-set: round trip 1 also looks the batch's aggregate versions up in the archive; entries already
+applied (the same event at the same version: a checkpoint behind its data) are skipped
+(``BatchOutcome.skipped``), and another event at an applied version is ``PoisonEvent``. The archive's UNIQUE
+(aggregate, version) constraint stands behind that (``AlreadyApplied``). An event id is not unique in the
+archive: the log dedups it per partition for a window only (migration 0003).
 
 Errors (translated once, by ``projections.driver``): a connection that cannot be had or breaks raises
 ``ReadModelUnavailable`` (an ``Unavailable``: retry); the transaction is rolled back whole, so a batch is
@@ -457,9 +457,7 @@ class PostgresReadModel(ReadModel):
             )
             g_cur = None
             if entries:
-                # uuids (32 hex digits) need no quoting: one array literal, not a list adapted by item
-                ids = "{" + ",".join([f"{ev.id.int:032x}" for ev in events]) + "}"
-                g_cur = await conn.execute(sql.guard_lookup, [ids, _version_ranges(entries, events)])
+                g_cur = await conn.execute(sql.guard_lookup, [_version_ranges(entries, events)])
             s_cur = m_cur = None
             if session_keys:
                 s_cur = await conn.execute(sql.load_sessions, [store.json_rows(session_keys)])
@@ -469,8 +467,7 @@ class PostgresReadModel(ReadModel):
         skip: set[int] = set()
         if g_cur is not None and (rows := await g_cur.fetchall()):
             applied = {(t, k, a, int(v)): eid for eid, t, k, a, v in rows}
-            used = {eid: agg for agg, eid in applied.items()}
-            skip = guard(entries, events, applied.get, used.get)
+            skip = guard(entries, events, applied.get)
         if s_cur is not None:
             for r in await s_cur.fetchall():
                 rec = store.session_record(r)
@@ -572,6 +569,45 @@ class PostgresReadModel(ReadModel):
             self.pool, shadow, query_timeout_s=self.query_timeout_s, write_timeout_s=self.write_timeout_s
         )
 
+    # -- the users' wrapped data keys (service.keyring.KeyStore) -----------------------------------------
+    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT key_id, wrapped FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s",
+                [tenant, user_id],
+            )
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    async def save_data_key(
+        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+    ) -> tuple[str, bytes]:
+        """Store the key unless the user has one; returns the one stored (a racing writer's, maybe)."""
+        q = self.sql.q
+        async with self._conn() as conn:
+            # A racing insert that commits while this one waits on it is invisible to this statement's
+            # snapshot: nothing inserted, nothing seen. The next statement (a new snapshot) sees it.
+            for _ in range(3):
+                cur = await conn.execute(
+                    f"WITH ins AS (INSERT INTO {q}.data_keys (tenant, user_id, key_id, wrapped)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, user_id) DO NOTHING"
+                    " RETURNING key_id, wrapped)"
+                    f" SELECT key_id, wrapped FROM ins UNION ALL SELECT key_id, wrapped FROM {q}.data_keys"
+                    " WHERE tenant = %s AND user_id = %s LIMIT 1",
+                    [tenant, user_id, key_id, wrapped, tenant, user_id],
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    return str(row[0]), bytes(row[1])
+        raise ReadModelError(f"the data key of user {user_id} could not be stored or read; retry")
+
+    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"DELETE FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s", [tenant, user_id]
+            )
+            return cur.rowcount > 0
+
     async def switch_to(
         self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
     ) -> None:
@@ -603,6 +639,12 @@ class PostgresReadModel(ReadModel):
                 " ON CONFLICT (projection, partition) DO UPDATE"
                 " SET epoch = GREATEST(checkpoints.epoch, EXCLUDED.epoch)",
                 [projection, projection],
+            )
+            # The data keys are no projection of the log: they move over as they are (locked, so no key is
+            # created or destroyed in between).
+            await conn.execute(f"LOCK TABLE {live}.data_keys IN EXCLUSIVE MODE")
+            await conn.execute(
+                f"INSERT INTO {new}.data_keys SELECT * FROM {live}.data_keys ON CONFLICT DO NOTHING"
             )
             await conn.execute(f"DROP SCHEMA IF EXISTS {old} CASCADE")
             await conn.execute(f"ALTER SCHEMA {live} RENAME TO {old}")

@@ -20,7 +20,6 @@ from .paging import ms_bounds, parse_audit_cursor
 
 __all__ = [
     "ARCHIVE_COPY_TYPES",
-    "EVENT_ID_CONSTRAINT",
     "GUARD_CONSTRAINT",
     "MESSAGE_COPY_TYPES",
     "Statements",
@@ -58,7 +57,6 @@ DEAD_LETTER_COLUMNS = (
 )
 
 GUARD_CONSTRAINT = "event_archive_aggregate_version_key"
-EVENT_ID_CONSTRAINT = "event_archive_event_id_key"
 
 
 def split_position(position: str) -> tuple[int, int]:
@@ -188,13 +186,11 @@ class Statements:
             " aggregate_id, version, user_id, actor_kind, actor_id, correlation_id, causation_id,"
             " occurred_at, recorded_at, event) FROM STDIN (FORMAT binary)"
         )
-        # The guard looks the batch's event ids up, and each aggregate's range of versions in the batch: two
-        # index searches (the archive's UNIQUE keys), never a scan of the archive. A range may return more
-        # versions than the batch holds; those are facts too (an id stored there is an id in use).
+        # The guard looks up each aggregate's range of versions in the batch: index searches of the archive's
+        # UNIQUE (aggregate, version) key, never a scan. A range may return more versions than the batch
+        # holds; those are facts too.
         self.guard_lookup = (
-            f"SELECT event_id::text, tenant, aggregate_kind, aggregate_id, version FROM {s}.event_archive"
-            " WHERE event_id = ANY(%s::uuid[])"
-            " UNION SELECT a.event_id::text, a.tenant, a.aggregate_kind, a.aggregate_id, a.version"
+            "SELECT a.event_id::text, a.tenant, a.aggregate_kind, a.aggregate_id, a.version"
             f" FROM jsonb_array_elements(%s::jsonb) x JOIN {s}.event_archive a ON a.tenant = x->>0"
             " AND a.aggregate_kind = x->>1 AND a.aggregate_id = x->>2"
             " AND a.version BETWEEN (x->>3)::bigint AND (x->>4)::bigint"

@@ -71,7 +71,18 @@ class Application:
         self.read_model = read_model
         self.consistency = Consistency(read_model, self.settings.read_timeout_s)
         # One key cache for both sides, so an erasure takes effect at once in this process.
-        self.data_keys = DataKeys(log.redis, log.keys, timeout_s=log.timeout_s)
+        self.data_keys = DataKeys(
+            log.redis,
+            log.keys,
+            store=read_model,
+            kek=self.settings.key_encryption_key(),
+            timeout_s=log.timeout_s,
+        )
+        if self.settings.encryption and not self.data_keys.durable and not self.settings.embedded:
+            logging.getLogger("service.app").warning(
+                "sessions: no SESSIONS_KEK: the users' data keys live in Redis only, and a Redis that loses"
+                " its data loses them (what they sealed then reads as erased)"
+            )
         self.metrics = Metrics()
         self.commands = Commands(
             log,
@@ -93,8 +104,18 @@ class Application:
         """Connect to what the settings name, set the log up, and start the in-process projector."""
         event_log = EventLog.connect(settings.log)
         try:
-            await event_log.setup()
             read_model = await open_read_model(settings)
+            try:
+                # With the read models' checkpoints: a log behind them lost its state (writes refused).
+                applied = {p: cp.position for p, cp in (await read_model.checkpoints()).items()}
+                if await event_log.setup(applied):
+                    log.warning(
+                        "sessions: the log is behind the read models (Redis lost its data?): writes are"
+                        " refused (503 log_state_lost) until `sessions recover-log`"
+                    )
+            except BaseException:
+                await read_model.close()
+                raise
         except BaseException:
             await event_log.close()
             raise

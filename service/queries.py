@@ -158,9 +158,11 @@ class Queries:
         _no_nul(session_id=session_id, after=after, before=before)
         st = await self._session_state(ctx, session_id)
         await self._wait(at, st)
+        owner = st.user_id
         if not st.exists:
-            # The log knows every session; ask the read model only to tell "never" from a lost log.
-            await self.session(ctx, session_id)
+            # The log knows every session; ask the read model only to tell "never" from a lost log (whose
+            # owner the read model still knows, so the contents still open).
+            owner = (await self.session(ctx, session_id)).user_id
         page = await self.read_model.get_messages(
             ctx.tenant,
             session_id,
@@ -170,7 +172,7 @@ class Queries:
             after=after,
             before=before,
         )
-        opened = await self.unsealer.messages(ctx.tenant, st.user_id, session_id, page.messages)
+        opened = await self.unsealer.messages(ctx.tenant, owner, session_id, page.messages)
         return page if opened is page.messages else msgspec.structs.replace(page, messages=opened)
 
     async def sessions_of(

@@ -22,6 +22,10 @@ Every environment variable the service reads is named here (the log's own are in
 ``SESSIONS_RATE_LIMIT``       (none)          ``<rate>[/<burst>]`` requests a second per key (``limits``)
 ``SESSIONS_MAX_BODY_BYTES``   ``4194304``     largest request body (413 ``body_too_large``)
 ``SESSIONS_INSECURE_BIND``    ``0``           ``1``: allow a non-loopback bind with no keys configured
+``SESSIONS_KEK``              (none)          the key-encryption key (base64 of 32 random bytes) that wraps
+                                              the users' data keys kept beside the read models; without one
+                                              they live in Redis only (``service.keyring``)
+``SESSIONS_KEK_FILE``         (none)          a file holding that key instead (e.g. a mounted secret)
 ============================  ==============  ===============================================================
 
 Plus the read model's (``projections/settings.py``): ``SESSIONS_DB_POOL_MIN``, ``SESSIONS_DB_POOL_MAX``,
@@ -68,6 +72,8 @@ ENV = {
     "rate_limit": "SESSIONS_RATE_LIMIT",
     "max_body_bytes": "SESSIONS_MAX_BODY_BYTES",
     "insecure_bind": "SESSIONS_INSECURE_BIND",
+    "kek": "SESSIONS_KEK",
+    "kek_file": "SESSIONS_KEK_FILE",
 }
 
 _FALSE = {"0", "false", "no", "off"}
@@ -93,6 +99,8 @@ class ServiceSettings:
     rate_limit: RateLimit | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     insecure_bind: bool = False
+    kek: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log line
+    kek_file: str | None = None
     log: LogSettings = field(default_factory=LogSettings)
     read_model: ReadModelSettings = field(default_factory=ReadModelSettings)
 
@@ -109,6 +117,14 @@ class ServiceSettings:
                 f"{ENV['log_level']} must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}",
                 code="invalid_setting",
             )
+        self.key_encryption_key()  # a KEK that is set must be valid: refuse to start, not fail on a write
+
+    def key_encryption_key(self) -> bytes | None:
+        """The KEK (``SESSIONS_KEK`` or the file ``SESSIONS_KEK_FILE``), or None; ``ConfigurationError``
+        (``invalid_kek``) when it is not base64 of 32 bytes."""
+        from service.keyring import load_kek
+
+        return load_kek(self.kek, self.kek_file)
 
     @property
     def storage(self) -> str:
@@ -146,6 +162,8 @@ class ServiceSettings:
                 rate_limit=parse_rate_limit(get("rate_limit")),
                 max_body_bytes=int(get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES),
                 insecure_bind=(get("insecure_bind") or "0").lower() not in _FALSE,
+                kek=get("kek"),
+                kek_file=get("kek_file"),
                 log=LogSettings.from_env(env),
                 read_model=ReadModelSettings.from_env(env),
             )

@@ -2,7 +2,8 @@
 included (``service.sealing``). A value whose key is gone reads as erased: a message's ``content`` None (a
 tool call's ``arguments`` ``""``) with ``metadata["erased"] = True``; a memory value None; an audit payload
 with ``"erased": True`` and the sealed fields None. Plain values (events published raw, or written with
-encryption off) pass through."""
+encryption off) pass through. A sealed value never goes out as it is: with no key, the wrong key, no known
+owner, or a body that does not open, it reads as erased."""
 
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ class Unsealer:
     async def messages(
         self, tenant: str, owner: str | None, session_id: str, rows: list[MessageRecord]
     ) -> list[MessageRecord]:
-        if owner is None or not any(_message_sealed(m) for m in rows):
+        if not any(_message_sealed(m) for m in rows):
             return rows
-        key = await self.data_keys.get(tenant, owner)
-        associated = aad(tenant, owner, "session", session_id)
+        # No owner known (a log that lost its state, say): nothing can be opened, so it reads as erased,
+        # never as the ciphertext.
+        key = await self.data_keys.get(tenant, owner) if owner is not None else None
+        associated = aad(tenant, owner or "", "session", session_id)
         return [_open_message(key, associated, m) if _message_sealed(m) else m for m in rows]
 
     async def memory(
@@ -57,11 +60,11 @@ class Unsealer:
         keys: dict[tuple[str, str], DataKey | None] = {}
         out = []
         for r in records:
-            if r.user_id is not None and _payload_sealed(r.type, r.payload):
-                who = (r.tenant, r.user_id)
+            if _payload_sealed(r.type, r.payload):
+                who = (r.tenant, r.user_id or "")
                 if who not in keys:
-                    keys[who] = await self.data_keys.get(*who)
-                associated = aad(r.tenant, r.user_id, r.aggregate_kind, r.aggregate_id)
+                    keys[who] = await self.data_keys.get(*who) if r.user_id is not None else None
+                associated = aad(r.tenant, who[1], r.aggregate_kind, r.aggregate_id)
                 r = msgspec.structs.replace(
                     r, payload=_open_payload(keys[who], associated, r.type, r.payload)
                 )

@@ -36,6 +36,7 @@ from events import (
 )
 from events.keys import partition_of
 from events.log import parse_reply, plan_append, translate_error
+from projections.apply import decode as decode_for_projection
 from tests.fix_redis import delete_prefix, real_redis
 
 from .strategies import as_json, json_values, mutated, seed, valid_events, valid_jsons
@@ -170,11 +171,13 @@ async def _raw(h: Harness, docs: list[Any], expected: str, infinite: bool) -> No
         return
     result = parse_reply(reply)
     OUTCOMES["appended" if result.appended and not result.duplicate else "nothing"] += 1
-    # Not decoded: the script checks the rules and the shapes it relies on, not every detail of the schema
-    # (an integral float timestamp, a 13th month); every entry point decodes first, and a consumer
-    # dead-letters what it cannot read.
     written = await _written_since(h.log, before, decode=False)
     assert len(written) == (len(docs) if result.appended and not result.duplicate else 0)
+    # What the log acknowledged, a projector reads (issue 15 item 7): the script refuses what the read
+    # models' decoder cannot take (a 13th month, a timestamp of 1.5), and the decoder reads what a
+    # publisher may write that the strict types do not (1.0 for an integer, a null for a default).
+    for entry in written:
+        decode_for_projection(entry)  # PoisonEvent fails the test
 
 
 async def _typed(h: Harness, docs: list[Any]) -> None:

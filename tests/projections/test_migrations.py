@@ -22,6 +22,7 @@ TABLES = {
     "event_archive",
     "checkpoints",
     "dead_letters",
+    "data_keys",
     "schema_migrations",
 }
 
