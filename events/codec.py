@@ -149,9 +149,9 @@ def decode_entry(entry: RawEntry) -> AnyEvent:
             raise
         try:
             obj = _lenient(msgspec.json.decode(entry.data))
-            while isinstance(obj, dict) and obj.get("type") in UPCASTERS:
-                obj = UPCASTERS[obj["type"]](obj)
+            while isinstance(obj, dict) and isinstance(tag := obj.get("type"), str) and tag in UPCASTERS:
+                obj = UPCASTERS[tag](obj)
             event = msgspec.convert(obj, AnyEvent, strict=False)
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeEncodeError, RecursionError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeEncodeError, RecursionError, TypeError):
             raise strict from None
     return msgspec.structs.replace(event, version=entry.version, recorded_at=recorded_at_of(entry.position))
