@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeAlias
 
 from msgspec import Meta, Struct, field
@@ -52,6 +52,8 @@ __all__ = [
     "ToolCall",
     "UserForgotten",
     "UserForgottenPayload",
+    "epoch_ms",
+    "has_nul",
     "new_event_id",
     "now_ms",
     "utcnow",
@@ -72,6 +74,29 @@ def utcnow() -> datetime:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(dt: datetime) -> int:
+    """Whole milliseconds since the epoch (exact, no float rounding). A naive datetime is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - _EPOCH) // _MS
+
+
+def has_nul(value: Any) -> bool:
+    """True when a string anywhere in ``value`` (keys included) holds NUL, which the log refuses: PostgreSQL
+    text cannot hold it (``nul_character``)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
 
 
 def new_event_id() -> uuid.UUID:

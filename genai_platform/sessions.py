@@ -15,6 +15,7 @@ import msgspec
 
 from proto import sessions_pb2 as pb
 from proto import sessions_pb2_grpc as pb_grpc
+from proto.messages import OPTIONAL_FIELDS, message_to_proto
 
 from .errors import from_rpc_error
 
@@ -24,34 +25,12 @@ Session = pb.GetOrCreateSessionResponse
 """What ``get_or_create`` returns: ``session_id``, ``user_id``, ``created_at``, ``updated_at`` (epoch ms),
 ``created``, ``message_count``, as the original's response message."""
 
-_MESSAGE_KEYS = ("content", "tool_call_id", "name")
-
-
-def message_to_proto(message: Mapping[str, Any]) -> pb.Message:
-    """A message dict (OpenAI style) as the wire message. A missing timestamp is stamped by the service."""
-    out = pb.Message(role=str(message.get("role") or ""), timestamp=int(message.get("timestamp") or 0))
-    for key in _MESSAGE_KEYS:
-        if message.get(key) is not None:
-            setattr(out, key, message[key])
-    for call in message.get("tool_calls") or ():
-        function = call.get("function") or {}
-        out.tool_calls.append(
-            pb.MessageToolCall(
-                id=str(call.get("id") or ""),
-                type=str(call.get("type") or "function"),
-                function=pb.MessageFunction(
-                    name=str(function.get("name") or ""), arguments=str(function.get("arguments") or "")
-                ),
-            )
-        )
-    return out
-
 
 def message_to_dict(message: pb.Message) -> dict[str, Any]:
     """The original's shape: ``role`` and ``timestamp``, then ``content``, ``tool_call_id``, ``name`` and
     ``tool_calls`` when present."""
     out: dict[str, Any] = {"role": message.role, "timestamp": message.timestamp}
-    for key in _MESSAGE_KEYS:
+    for key in OPTIONAL_FIELDS:
         if message.HasField(key):
             out[key] = getattr(message, key)
     if message.tool_calls:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -59,11 +59,12 @@ from events.schema import (
     SessionCreated,
     SessionDeleted,
     UserForgotten,
+    epoch_ms,
+    has_nul,
 )
 
 from .api import BatchOutcome, MemoryRecord, MessageRecord, SessionRecord, position_key
 from .errors import FencedOut, InvalidBatch, PoisonEvent
-from .paging import to_us
 
 __all__ = [
     "USER_SCOPE",
@@ -78,7 +79,6 @@ __all__ = [
     "check_batch",
     "check_checkpoint",
     "decode",
-    "epoch_ms",
     "guard",
 ]
 
@@ -151,16 +151,6 @@ def check_batch(partition: int, entries: Sequence[RawEntry], expected: str | Non
         last = key
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def decode(entry: RawEntry) -> AnyEvent:
     """The entry's event, or PoisonEvent.
 
@@ -174,7 +164,7 @@ def decode(entry: RawEntry) -> AnyEvent:
         raise PoisonEvent(entry, f"malformed entry: {e}") from e
     if entry.version < 1:
         raise PoisonEvent(entry, "the entry has no aggregate version")
-    if b"\\u0000" in entry.data and _has_nul(msgspec.json.decode(entry.data)):
+    if b"\\u0000" in entry.data and has_nul(msgspec.json.decode(entry.data)):
         raise PoisonEvent(entry, "a string holds the NUL character (\\u0000), which PostgreSQL cannot store")
     return event
 
@@ -203,11 +193,6 @@ def guard(
             raise PoisonEvent(entry, f"aggregate version {version} is already applied by another event")
         seen_versions.add(version)
     return skip
-
-
-def epoch_ms(dt: datetime) -> int:
-    """Whole milliseconds since the epoch (exact, no float rounding)."""
-    return to_us(dt) // 1000
 
 
 def check_checkpoint(

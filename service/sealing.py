@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.errors import InvalidEvent
+from events.schema import has_nul
 
 __all__ = [
     "NONCE_BYTES",
@@ -77,16 +78,6 @@ def key_id_of(sealed: str) -> str:
     return sealed[len(PREFIX) :].split(":", 1)[0]
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def _refuse_nul(text: str) -> None:
     # The log refuses NUL (append.lua: PostgreSQL text cannot hold it) but sees only the ciphertext: the
     # same refusal here, before sealing, or the projector would dead-letter the plain text.
@@ -118,7 +109,7 @@ def open_text(key: DataKey | None, associated: bytes, sealed: str) -> str:
 
 def seal_value(key: DataKey, associated: bytes, value: Any) -> str:
     """Any JSON value, sealed as its JSON text."""
-    if _has_nul(value):
+    if has_nul(value):
         _refuse_nul("\x00")
     return seal_text(key, associated, msgspec.json.encode(value).decode())
 

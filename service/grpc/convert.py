@@ -7,15 +7,15 @@ Kept apart from the servicer so both directions stay pure functions: a request m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from events.schema import Message
-from projections.api import AuditRecord, MessageRecord, SessionRecord
+from events.schema import Message, epoch_ms
+from projections.api import AuditRecord, SessionRecord
 from proto import sessions_pb2 as pb
+from proto.messages import message_to_proto
 from service.errors import BadRequest
 
 __all__ = [
@@ -34,10 +34,6 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _encoder = msgspec.json.Encoder()
-
-
-def epoch_ms(value: datetime) -> int:
-    return (value - _EPOCH) // _MS
 
 
 def from_epoch_ms(value: int, field: str = "timestamp") -> datetime:
@@ -100,27 +96,6 @@ def message_from_proto(m: pb.Message, index: int) -> Message:
         return msgspec.convert(data, Message)
     except msgspec.ValidationError as e:
         raise BadRequest(f"messages[{index}]: {e}", code="invalid_message") from e
-
-
-def message_to_proto(m: MessageRecord | Mapping[str, Any]) -> pb.Message:
-    get = m.get if isinstance(m, Mapping) else lambda k: getattr(m, k, None)
-    out = pb.Message(role=get("role") or "", timestamp=get("timestamp") or 0, seq=get("seq") or 0)
-    if (content := get("content")) is not None:
-        out.content = content
-    if (tool_call_id := get("tool_call_id")) is not None:
-        out.tool_call_id = tool_call_id
-    if (name := get("name")) is not None:
-        out.name = name
-    for tc in get("tool_calls") or ():
-        fn = tc.get("function") or {}
-        out.tool_calls.append(
-            pb.MessageToolCall(
-                id=tc.get("id", ""),
-                type=tc.get("type") or "function",
-                function=pb.MessageFunction(name=fn.get("name", ""), arguments=fn.get("arguments", "")),
-            )
-        )
-    return out
 
 
 def session_to_proto(s: SessionRecord) -> pb.Session:
