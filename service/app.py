@@ -218,6 +218,8 @@ class Application:
         """What can be served; raises ``Unavailable`` with a code naming the first thing missing:
 
         * ``log_unreachable``: Redis does not answer;
+        * ``log_state_lost``: the log is behind the read models (marked lost at start): writes are refused
+          until ``sessions recover-log``;
         * ``log_not_configured``: a partition's config (the partition count and the limits the append
           script reads) is missing, as after a Redis that lost its data; ``partition_count_mismatch``: it
           names another partition count;
@@ -231,10 +233,11 @@ class Application:
                 await self.log.redis.ping()
                 async with self.log.redis.pipeline(transaction=False) as pipe:
                     for p in range(self.log.partitions):
-                        pipe.hget(self.log.keys.config(p), "partitions")
-                    found: list[Any] = await pipe.execute()
+                        pipe.hmget(self.log.keys.config(p), ["partitions", "state"])
+                    configs: list[Any] = await pipe.execute()
         except SessionsError as e:
             raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
+        found = [c[0] for c in configs]
         missing = [p for p, v in enumerate(found) if v is None]
         if missing:
             raise Unavailable(
@@ -247,6 +250,12 @@ class Application:
             raise Unavailable(
                 f"the log holds {wrong[0]} partitions; this service is configured for {self.log.partitions}",
                 code="partition_count_mismatch",
+            )
+        if any(c[1] == b"lost" for c in configs):
+            raise Unavailable(
+                "the log lost its state (Redis restarted empty?): writes are refused until `sessions"
+                " recover-log` restores it from the archive",
+                code="log_state_lost",
             )
         checks["log"] = "ok"
         try:

@@ -153,6 +153,9 @@ async def test_redis_restarted_empty_then_recover_log(
         async with client(restarted) as http:
             r = await call(http, "POST", "/v1/sessions", {"user_id": "mallory", "session_id": "b1"})
             assert r.status_code == 503 and r.json()["code"] == "log_state_lost", r.text
+            # Readiness tells the truth: a log that lost its state cannot serve writes.
+            r = await call(http, "GET", "/readyz")
+            assert r.status_code == 503 and r.json()["code"] == "log_state_lost", r.text
     finally:
         await restarted.close()
 
@@ -186,4 +189,6 @@ async def test_redis_restarted_empty_then_recover_log(
         assert versions == list(range(1, before + 2))  # no gap, no duplicate
         memory = (await call(http, "GET", "/v1/users/alice/memory")).json()["memories"]
         assert memory == {"home": "Porto"}
+        r = await call(http, "GET", "/readyz")  # the log serves again (this app projects by hand)
+        assert r.status_code == 200 or r.json()["code"] != "log_state_lost", r.text
     print(f"\nfigures: {figures}")
