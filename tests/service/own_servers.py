@@ -159,6 +159,12 @@ class OwnRedis:
             self.proc.terminate()
             self.proc.wait(timeout=10)
 
+    def kill(self) -> None:
+        """kill -9, as a crash: with ``appendfsync always`` every acknowledged write is on disk."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
     def freeze(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)

@@ -231,7 +231,7 @@ async def test_postgres_frozen_then_thawed(stack: Stack, own_pg: OwnPostgres) ->
 
 
 async def test_redis_stopped_then_restarted(stack: Stack, own_redis: OwnRedis) -> None:
-    own_redis.stop()
+    own_redis.kill()  # kill -9, as a crash
     statuses = await every_request_is_bounded(stack, "Redis stopped", 4)
     assert set(statuses.values()) == {503}
     own_redis.start()  # the same port and folder: the AOF brings every acknowledged write back
