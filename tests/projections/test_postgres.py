@@ -17,7 +17,8 @@ from projections.apply import decode
 from projections.errors import FencedOut, ReadModelError, ReadModelUnavailable
 from projections.memory import InMemoryReadModel
 from projections.migrations import migrate, migrations
-from projections.postgres import PostgresReadModel, _version_ranges
+from projections.postgres import PostgresReadModel
+from projections.postgres_batch import _version_ranges
 from projections.settings import ReadModelSettings, open_read_model
 from tests.events.factories import added, created, msg, saved
 from tests.fix_pg import PG_DSN
