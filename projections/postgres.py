@@ -361,45 +361,6 @@ class PostgresReadModel(ReadModel):
             self.pool, shadow, query_timeout_s=self.query_timeout_s, write_timeout_s=self.write_timeout_s
         )
 
-    # -- the users' wrapped data keys (service.keyring.KeyStore) -----------------------------------------
-    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                f"SELECT key_id, wrapped FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s",
-                [tenant, user_id],
-            )
-            row = await cur.fetchone()
-        return None if row is None else (str(row[0]), bytes(row[1]))
-
-    async def save_data_key(
-        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
-    ) -> tuple[str, bytes]:
-        """Store the key unless the user has one; returns the one stored (a racing writer's, maybe)."""
-        q = self.sql.q
-        async with self._conn() as conn:
-            # A racing insert that commits while this one waits on it is invisible to this statement's
-            # snapshot: nothing inserted, nothing seen. The next statement (a new snapshot) sees it.
-            for _ in range(3):
-                cur = await conn.execute(
-                    f"WITH ins AS (INSERT INTO {q}.data_keys (tenant, user_id, key_id, wrapped)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, user_id) DO NOTHING"
-                    " RETURNING key_id, wrapped)"
-                    f" SELECT key_id, wrapped FROM ins UNION ALL SELECT key_id, wrapped FROM {q}.data_keys"
-                    " WHERE tenant = %s AND user_id = %s LIMIT 1",
-                    [tenant, user_id, key_id, wrapped, tenant, user_id],
-                )
-                row = await cur.fetchone()
-                if row is not None:
-                    return str(row[0]), bytes(row[1])
-        raise ReadModelError(f"the data key of user {user_id} could not be stored or read; retry")
-
-    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                f"DELETE FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s", [tenant, user_id]
-            )
-            return cur.rowcount > 0
-
     async def switch_to(
         self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
     ) -> None:
@@ -442,3 +403,42 @@ class PostgresReadModel(ReadModel):
             await conn.execute(f"ALTER SCHEMA {live} RENAME TO {old}")
             await conn.execute(f"ALTER SCHEMA {new} RENAME TO {live}")
             await conn.execute(f"DROP SCHEMA {old} CASCADE")
+
+    # -- the users' wrapped data keys (service.keyring.KeyStore) -----------------------------------------
+    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT key_id, wrapped FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s",
+                [tenant, user_id],
+            )
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    async def save_data_key(
+        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+    ) -> tuple[str, bytes]:
+        """Store the key unless the user has one; returns the one stored (a racing writer's, maybe)."""
+        q = self.sql.q
+        async with self._conn() as conn:
+            # A racing insert that commits while this one waits on it is invisible to this statement's
+            # snapshot: nothing inserted, nothing seen. The next statement (a new snapshot) sees it.
+            for _ in range(3):
+                cur = await conn.execute(
+                    f"WITH ins AS (INSERT INTO {q}.data_keys (tenant, user_id, key_id, wrapped)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, user_id) DO NOTHING"
+                    " RETURNING key_id, wrapped)"
+                    f" SELECT key_id, wrapped FROM ins UNION ALL SELECT key_id, wrapped FROM {q}.data_keys"
+                    " WHERE tenant = %s AND user_id = %s LIMIT 1",
+                    [tenant, user_id, key_id, wrapped, tenant, user_id],
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    return str(row[0]), bytes(row[1])
+        raise ReadModelError(f"the data key of user {user_id} could not be stored or read; retry")
+
+    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"DELETE FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s", [tenant, user_id]
+            )
+            return cur.rowcount > 0
