@@ -3,8 +3,8 @@
 * ``projections.api``: the contract (records, pages, ``ReadModel``) that the service and projectors use;
 * ``projections.apply``: applying events, pure (shared by every backend);
 * ``projections.memory.InMemoryReadModel``: the embedded default;
-* ``projections.postgres.PostgresReadModel``: PostgreSQL (``projections.store`` holds its SQL), with
-  ``projections.migrations``;
+* ``projections.postgres.PostgresReadModel``: PostgreSQL (``projections.store`` holds its SQL,
+  ``projections.postgres_batch`` its write transactions), with ``projections.migrations``;
 * ``projections.settings``: ``ReadModelSettings.from_env()`` and ``open_read_model``;
 * ``projections.rebuild.rebuild``: rebuild from the archive and the log, then switch over;
 * ``projections.errors``: what they raise.

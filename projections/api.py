@@ -2,7 +2,7 @@
 
 Two implementations keep this contract (``projections.memory.InMemoryReadModel`` for the embedded default and
 fast tests; ``projections.postgres.PostgresReadModel`` for production) and one contract test suite runs
-against both (``tests/projections/contract.py``, which each backend's tests subclass).
+against both (``tests/projections/contract*.py``, which each backend's tests subclass).
 
 Conventions
 -----------
@@ -171,7 +171,7 @@ class ReadModel(ABC):
     model.
 
     Abstract: each backend implements all of it (nobody above probes with ``getattr``), and one contract
-    suite (``tests/projections/contract.py``) holds every backend to it."""
+    suite (``tests/projections/contract*.py``) holds every backend to it."""
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     @abstractmethod

@@ -39,7 +39,7 @@ from .errors import AlreadyApplied, ReadModelError, ReadModelUnavailable
 __all__ = ["UNWRITABLE", "Deadline", "as_project_error", "pg_errors"]
 
 # What the database or the driver raise for a batch that decoded and applied cleanly but cannot be stored (a
-# value out of a column's range): poison, not an outage (``projections.postgres`` dead-letters it).
+# value out of a column's range): poison, not an outage (``projections.postgres_batch``: ``UnwritableBatch``).
 UNWRITABLE: tuple[type[BaseException], ...] = (psycopg.DataError, OverflowError, ValueError, TypeError)
 
 _OUTAGES: tuple[type[BaseException], ...] = (

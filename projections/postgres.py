@@ -1,23 +1,7 @@
 """The PostgreSQL read model: ``projections.api.ReadModel`` over a ``psycopg_pool.AsyncConnectionPool``.
 
-Write side. ``apply_batch`` is ONE transaction of a fixed number of round trips, whatever the batch size:
-
-1. (pipelined) make sure the checkpoint row exists and lock it; load the sessions and memory keys the batch
-   touches;
-2. check the compare-and-set (position and epoch) in Python, then fold the batch over the loaded state with
-   the pure ``projections.apply.Changes`` (a poison entry raises here: nothing was written);
-3. (pipelined) purge, clear, delete, upsert memories and sessions with one array statement each, and move the
-   checkpoint with a conditional UPDATE (the compare-and-set stated in SQL);
-4. COPY the messages and the archive rows; COMMIT.
-
-Round trip 1 first takes a transaction advisory lock on (schema, partition): the rows of a partition's
-aggregates are only written by that partition's batches, so this serializes every writer of them, whatever
-projection name it checkpoints under. The (aggregate, version) guard is the second line behind the
-compare-and-set: round trip 1 also looks the batch's aggregate versions up in the archive; entries already
-applied (the same event at the same version: a checkpoint behind its data) are skipped
-(``BatchOutcome.skipped``), and another event at an applied version is ``PoisonEvent``. The archive's UNIQUE
-(aggregate, version) constraint stands behind that (``AlreadyApplied``). An event id is not unique in the
-archive: the log dedups it per partition for a window only (migration 0003).
+Here: the pool, the queries, the rebuild support and the users' data keys. The write side (``apply_batch`` and
+``dead_letter``, one transaction each, of a fixed number of round trips) is ``projections.postgres_batch``.
 
 Errors (translated once, by ``projections.driver``): a connection that cannot be had or breaks raises
 ``ReadModelUnavailable`` (an ``Unavailable``: retry); the transaction is rolled back whole, so a batch is
@@ -34,8 +18,6 @@ JSON columns are decoded once, by psycopg, with msgspec.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,7 +29,6 @@ from psycopg.types.string import BytesBinaryDumper
 from psycopg_pool import AsyncConnectionPool
 
 from events.codec import RawEntry
-from events.schema import AnyEvent, MemorySaved
 
 from . import store
 from .api import (
@@ -66,16 +47,16 @@ from .api import (
     SessionRecord,
     position_key,
 )
-from .apply import USER_SCOPE, Changes, MemoryKey, SessionKey, check_batch, check_checkpoint, decode, guard
-from .driver import UNWRITABLE, Deadline, pg_errors
-from .errors import AlreadyApplied, FencedOut, ReadModelError, UnwritableBatch
+from .apply import USER_SCOPE, check_batch, decode
+from .driver import Deadline, pg_errors
+from .errors import AlreadyApplied, ReadModelError
 from .migrations import migrate, migrations
 from .paging import audit_cursor, from_us, message_window, parse_session_cursor, session_cursor
+from .postgres_batch import Conn, write_batch, write_dead_letter
 from .store import Statements
 
 __all__ = ["QUERY_TIMEOUT_S", "WRITE_TIMEOUT_S", "Conn", "Pool", "PostgresReadModel", "configure_connection"]
 
-Conn = psycopg.AsyncConnection[tuple[Any, ...]]
 Pool = AsyncConnectionPool[Conn]
 
 QUERY_TIMEOUT_S = 2.0  # a read, the wait for a connection included
@@ -97,65 +78,6 @@ def _configure(statement_timeout_s: float) -> Callable[[Conn], Awaitable[None]]:
         await conn.execute(f"SET statement_timeout = {max(1, int(statement_timeout_s * 1000))}")
 
     return configure
-
-
-class _Loaded:
-    """The state a batch reads (``projections.apply.State``), loaded in its first round trip."""
-
-    def __init__(self) -> None:
-        self.sessions: dict[SessionKey, SessionRecord] = {}
-        self.memories: dict[MemoryKey, MemoryRecord] = {}
-
-    def session(self, key: SessionKey) -> SessionRecord | None:
-        return self.sessions.get(key)
-
-    def memory(self, key: MemoryKey) -> MemoryRecord | None:
-        return self.memories.get(key)
-
-
-async def _rollback(conn: Conn) -> None:
-    """End a failed batch's transaction, so the connection goes back to the pool idle. A broken connection
-    is left as it is: the pool discards it."""
-    if conn.closed or conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-        return
-    with contextlib.suppress(psycopg.Error):
-        await conn.rollback()
-
-
-def _split(position: str | None) -> tuple[int | None, int | None]:
-    """A position as the two columns; the start (None, "", "0-0") is NULL."""
-    if not position or position_key(position) == (0, 0):
-        return (None, None)
-    return store.split_position(position)
-
-
-def _version_ranges(entries: Sequence[RawEntry], events: Sequence[AnyEvent]) -> str:
-    """Per aggregate of the batch: (tenant, kind, id, lowest version, highest version)."""
-    ranges: dict[tuple[str, str, str], list[int]] = {}
-    for e, ev in zip(entries, events, strict=True):
-        key = (ev.tenant, ev.aggregate_kind, ev.aggregate_id)
-        r = ranges.get(key)
-        if r is None:
-            ranges[key] = [e.version, e.version]
-        elif e.version < r[0]:
-            r[0] = e.version
-        elif e.version > r[1]:
-            r[1] = e.version
-    return store.json_rows([(*k, lo, hi) for k, (lo, hi) in ranges.items()])
-
-
-def _touched(events: Sequence[AnyEvent]) -> tuple[list[SessionKey], list[MemoryKey]]:
-    sessions: dict[SessionKey, None] = {}
-    memories: dict[MemoryKey, None] = {}
-    for ev in events:
-        if ev.aggregate_kind == "session":
-            sessions[(ev.tenant, ev.aggregate_id)] = None
-        if isinstance(ev, MemorySaved):
-            p = ev.payload
-            if p.session_id is not None:
-                sessions[(ev.tenant, p.session_id)] = None
-            memories[(ev.tenant, p.user_id, p.session_id or USER_SCOPE, p.key)] = None
-    return list(sessions), list(memories)
 
 
 class PostgresReadModel(ReadModel):
@@ -219,14 +141,6 @@ class PostgresReadModel(ReadModel):
         return cls(
             pool, schema, owns_pool=True, query_timeout_s=query_timeout_s, write_timeout_s=write_timeout_s
         )
-
-    def _partition_lock(self, partition: int) -> int:
-        """The advisory lock of a partition's rows in this schema. Every aggregate lives in one partition, so
-        the rows a batch touches are only ever touched by batches of that partition: holding this lock
-        serializes all their writers (whatever projection name they use), and the guard lookup that follows
-        sees everything committed before."""
-        digest = hashlib.blake2b(f"sessions.apply:{self.schema}:{partition}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big", signed=True)
 
     async def close(self) -> None:
         if self._owns_pool:
@@ -361,40 +275,7 @@ class PostgresReadModel(ReadModel):
             rows = await (await conn.execute(query, params)).fetchall()
         return [store.dead_letter(r) for r in rows]
 
-    # -- write side ------------------------------------------------------------------------------------
-    async def _lock_checkpoint(
-        self, conn: Conn, projection: str, partition: int, expected: str | None, epoch: int
-    ) -> None:
-        """Lock the checkpoint row (created if missing) and check the compare-and-set."""
-        await conn.execute(self.sql.checkpoint_row, [projection, partition])
-        cur = await conn.execute(self.sql.lock_checkpoint, [projection, partition])
-        self._check_cas(await cur.fetchone(), partition, expected, epoch)
-
-    @staticmethod
-    def _check_cas(row: tuple[Any, ...] | None, partition: int, expected: str | None, epoch: int) -> None:
-        assert row is not None  # the row was inserted (if missing) just before
-        check_checkpoint(partition, store.position_str(row[0], row[1]), int(row[2]), expected, epoch)
-
-    async def _move_checkpoint(
-        self,
-        conn: Conn,
-        projection: str,
-        partition: int,
-        expected: str | None,
-        position: str | None,
-        epoch: int,
-    ) -> psycopg.AsyncCursor[tuple[Any, ...]]:
-        """The compare-and-set UPDATE; check its result with ``_moved`` (after the pipeline's sync)."""
-        new = _split(position)
-        return await conn.execute(
-            self.sql.move_checkpoint, [*new, epoch, projection, partition, epoch, *_split(expected)]
-        )
-
-    @staticmethod
-    def _moved(cur: psycopg.AsyncCursor[tuple[Any, ...]], partition: int) -> None:
-        if cur.rowcount != 1:  # cannot happen while the row is locked; stated for the reader
-            raise FencedOut(f"the checkpoint of partition {partition} moved", partition=partition)
-
+    # -- write side (projections.postgres_batch) -------------------------------------------------------
     async def apply_batch(
         self,
         partition: int,
@@ -407,113 +288,21 @@ class PostgresReadModel(ReadModel):
         check_batch(partition, entries, expected)
         events = [decode(e) for e in entries]  # poison is found before any I/O
         try:
-            return await self._apply(partition, entries, events, expected, epoch, projection)
+            async with self._conn(self.write_timeout_s) as conn:
+                return await write_batch(
+                    conn,
+                    self.sql,
+                    partition,
+                    entries,
+                    events,
+                    expected=expected,
+                    epoch=epoch,
+                    projection=projection,
+                )
         except AlreadyApplied as e:
             # Cannot happen while writers hold the partition lock and look the guard up first; if it does,
             # the rows are not what the checkpoint says: refuse, write nothing.
             raise AlreadyApplied(f"partition {partition}: {e.message}", partition=partition) from e.__cause__
-
-    async def _apply(
-        self,
-        partition: int,
-        entries: Sequence[RawEntry],
-        events: Sequence[AnyEvent],
-        expected: str | None,
-        epoch: int,
-        projection: str,
-    ) -> BatchOutcome:
-        async with self._conn(self.write_timeout_s) as conn:
-            try:
-                return await self._write(conn, partition, entries, events, expected, epoch, projection)
-            except UNWRITABLE as e:
-                # Decoded and applied, yet refused by the database or the driver: poison, not an outage; the
-                # projector isolates the entry and dead-letters it instead of stopping.
-                await _rollback(conn)
-                raise UnwritableBatch(partition, entries, f"{type(e).__name__}: {e}") from e
-            except BaseException:
-                await _rollback(conn)
-                raise
-
-    async def _write(
-        self,
-        conn: Conn,
-        partition: int,
-        entries: Sequence[RawEntry],
-        events: Sequence[AnyEvent],
-        expected: str | None,
-        epoch: int,
-        projection: str,
-    ) -> BatchOutcome:
-        """The batch's transaction, begun and committed here (the caller rolls back on any error): BEGIN
-        goes in the first pipeline instead of a round trip of its own."""
-        session_keys, memory_keys = _touched(events)
-        sql = self.sql
-        # Round trip 1: lock the partition and the checkpoint; load what the batch reads and the guard needs.
-        loaded = _Loaded()
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
-            cp_cur = await conn.execute(
-                sql.lock_batch, [projection, partition, self._partition_lock(partition)]
-            )
-            g_cur = None
-            if entries:
-                g_cur = await conn.execute(sql.guard_lookup, [_version_ranges(entries, events)])
-            s_cur = m_cur = None
-            if session_keys:
-                s_cur = await conn.execute(sql.load_sessions, [store.json_rows(session_keys)])
-            if memory_keys:
-                m_cur = await conn.execute(sql.load_memories, [store.json_rows(memory_keys)])
-        self._check_cas(await cp_cur.fetchone(), partition, expected, epoch)
-        skip: set[int] = set()
-        if g_cur is not None and (rows := await g_cur.fetchall()):
-            applied = {(t, k, a, int(v)): eid for eid, t, k, a, v in rows}
-            skip = guard(entries, events, applied.get)
-        if s_cur is not None:
-            for r in await s_cur.fetchall():
-                rec = store.session_record(r)
-                loaded.sessions[(rec.tenant, rec.session_id)] = rec
-        if m_cur is not None:
-            for r in await m_cur.fetchall():
-                k, mem = store.memory_state(r)
-                loaded.memories[k] = mem
-        # The pure part: PoisonEvent from here rolls everything back.
-        changes = Changes.fold(loaded, entries, events, skip)
-        position = entries[-1].position if entries else expected
-        # Round trip 2: the set-based writes and the checkpoint.
-        upserts, deletes = store.memory_params(changes)
-        async with conn.pipeline():
-            if changes.purged:
-                await conn.execute(sql.purge_messages, [store.json_rows(sorted(changes.purged))])
-            if changes.cleared:
-                await conn.execute(sql.clear_scopes, [store.json_rows(sorted(changes.cleared))])
-            if changes.forgotten:  # user.forgotten (projections.apply, step 2)
-                forgotten = store.json_rows(sorted(changes.forgotten))
-                await conn.execute(sql.forget_memories, [forgotten])
-                await conn.execute(sql.forget_sessions, [forgotten])
-            if changes.erased:
-                await conn.execute(sql.delete_sessions, [store.json_rows(sorted(changes.erased))])
-            if deletes:
-                await conn.execute(sql.delete_memories, [store.json_rows(deletes)])
-            if upserts:
-                await conn.execute(sql.upsert_memories, [store.json_rows(upserts)])
-            if changes.sessions:
-                await conn.execute(sql.upsert_sessions, [store.session_params(changes)])
-            moved = await self._move_checkpoint(conn, projection, partition, expected, position, epoch)
-        self._moved(moved, partition)
-        # Then COPY the bulk rows (binary; each row formatted by psycopg's C code), and COMMIT.
-        async with conn.cursor() as cur:
-            if changes.messages:
-                async with cur.copy(sql.copy_messages) as copy:
-                    copy.set_types(store.MESSAGE_COPY_TYPES)
-                    for row in store.message_rows(changes):
-                        await copy.write_row(row)
-            if changes.archive:
-                async with cur.copy(sql.copy_archive) as copy:
-                    copy.set_types(store.ARCHIVE_COPY_TYPES)
-                    for row in store.archive_rows(changes.archive):
-                        await copy.write_row(row)
-        await conn.commit()
-        return changes.outcome(position, len(skip))
 
     async def dead_letter(
         self,
@@ -527,15 +316,18 @@ class PostgresReadModel(ReadModel):
         projection: str = PROJECTION,
     ) -> str:
         check_batch(partition, [entry], expected)
-        ms, seq = store.split_position(entry.position)
-        async with self._conn(self.write_timeout_s) as conn, conn.transaction():
-            await self._lock_checkpoint(conn, projection, partition, expected, epoch)
-            await conn.execute(
-                self.sql.insert_dead_letter,
-                [projection, partition, ms, seq, entry.type, entry.version, entry.data, error, attempts],
+        async with self._conn(self.write_timeout_s) as conn:
+            await write_dead_letter(
+                conn,
+                self.sql,
+                partition,
+                entry,
+                error,
+                attempts=attempts,
+                expected=expected,
+                epoch=epoch,
+                projection=projection,
             )
-            moved = await self._move_checkpoint(conn, projection, partition, expected, entry.position, epoch)
-            self._moved(moved, partition)
         return entry.position
 
     # -- rebuild support (projections.rebuild) ---------------------------------------------------------
@@ -568,45 +360,6 @@ class PostgresReadModel(ReadModel):
         return PostgresReadModel(
             self.pool, shadow, query_timeout_s=self.query_timeout_s, write_timeout_s=self.write_timeout_s
         )
-
-    # -- the users' wrapped data keys (service.keyring.KeyStore) -----------------------------------------
-    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                f"SELECT key_id, wrapped FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s",
-                [tenant, user_id],
-            )
-            row = await cur.fetchone()
-        return None if row is None else (str(row[0]), bytes(row[1]))
-
-    async def save_data_key(
-        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
-    ) -> tuple[str, bytes]:
-        """Store the key unless the user has one; returns the one stored (a racing writer's, maybe)."""
-        q = self.sql.q
-        async with self._conn() as conn:
-            # A racing insert that commits while this one waits on it is invisible to this statement's
-            # snapshot: nothing inserted, nothing seen. The next statement (a new snapshot) sees it.
-            for _ in range(3):
-                cur = await conn.execute(
-                    f"WITH ins AS (INSERT INTO {q}.data_keys (tenant, user_id, key_id, wrapped)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, user_id) DO NOTHING"
-                    " RETURNING key_id, wrapped)"
-                    f" SELECT key_id, wrapped FROM ins UNION ALL SELECT key_id, wrapped FROM {q}.data_keys"
-                    " WHERE tenant = %s AND user_id = %s LIMIT 1",
-                    [tenant, user_id, key_id, wrapped, tenant, user_id],
-                )
-                row = await cur.fetchone()
-                if row is not None:
-                    return str(row[0]), bytes(row[1])
-        raise ReadModelError(f"the data key of user {user_id} could not be stored or read; retry")
-
-    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
-        async with self._conn() as conn:
-            cur = await conn.execute(
-                f"DELETE FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s", [tenant, user_id]
-            )
-            return cur.rowcount > 0
 
     async def switch_to(
         self, shadow: ReadModel, projection: str = PROJECTION, *, catch_up: CatchUp | None = None
@@ -650,3 +403,42 @@ class PostgresReadModel(ReadModel):
             await conn.execute(f"ALTER SCHEMA {live} RENAME TO {old}")
             await conn.execute(f"ALTER SCHEMA {new} RENAME TO {live}")
             await conn.execute(f"DROP SCHEMA {old} CASCADE")
+
+    # -- the users' wrapped data keys (service.keyring.KeyStore) -----------------------------------------
+    async def load_data_key(self, tenant: str, user_id: str) -> tuple[str, bytes] | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT key_id, wrapped FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s",
+                [tenant, user_id],
+            )
+            row = await cur.fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    async def save_data_key(
+        self, tenant: str, user_id: str, key_id: str, wrapped: bytes
+    ) -> tuple[str, bytes]:
+        """Store the key unless the user has one; returns the one stored (a racing writer's, maybe)."""
+        q = self.sql.q
+        async with self._conn() as conn:
+            # A racing insert that commits while this one waits on it is invisible to this statement's
+            # snapshot: nothing inserted, nothing seen. The next statement (a new snapshot) sees it.
+            for _ in range(3):
+                cur = await conn.execute(
+                    f"WITH ins AS (INSERT INTO {q}.data_keys (tenant, user_id, key_id, wrapped)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant, user_id) DO NOTHING"
+                    " RETURNING key_id, wrapped)"
+                    f" SELECT key_id, wrapped FROM ins UNION ALL SELECT key_id, wrapped FROM {q}.data_keys"
+                    " WHERE tenant = %s AND user_id = %s LIMIT 1",
+                    [tenant, user_id, key_id, wrapped, tenant, user_id],
+                )
+                row = await cur.fetchone()
+                if row is not None:
+                    return str(row[0]), bytes(row[1])
+        raise ReadModelError(f"the data key of user {user_id} could not be stored or read; retry")
+
+    async def delete_data_key(self, tenant: str, user_id: str) -> bool:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"DELETE FROM {self.sql.q}.data_keys WHERE tenant = %s AND user_id = %s", [tenant, user_id]
+            )
+            return cur.rowcount > 0

@@ -1,5 +1,5 @@
 """Fixtures of the read-model tests: a log to generate events with (each backend's test module opens its
-read model: see ``contract.ReadModelContract``)."""
+read model: see ``contract.ReadModelCase``)."""
 
 from __future__ import annotations
 

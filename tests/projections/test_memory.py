@@ -1,4 +1,4 @@
-"""The in-memory read model keeps the whole read-model contract (``contract.ReadModelContract``)."""
+"""The in-memory read model keeps the whole read-model contract (``contract``: queries, writes, rebuild)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import pytest
 from projections.api import ReadModel
 from projections.memory import InMemoryReadModel
 
-from .contract import ReadModelContract
+from .contract_queries import QueryContract
+from .contract_rebuild import RebuildContract
+from .contract_writes import WriteContract
 
 
-class TestInMemoryReadModel(ReadModelContract):
+class TestInMemoryReadModel(QueryContract, WriteContract, RebuildContract):
     async def create_read_model(self, request: pytest.FixtureRequest) -> ReadModel:
         return InMemoryReadModel()

@@ -1,5 +1,5 @@
-"""The PostgreSQL read model: the whole read-model contract (``contract.ReadModelContract``), and what only it
-has: migration status, outages, concurrent writers, query plans, settings."""
+"""The PostgreSQL read model: the whole read-model contract (``contract``: queries, writes, rebuild), and what
+only it has: migration status, outages, concurrent writers, query plans, settings."""
 
 from __future__ import annotations
 
@@ -17,18 +17,21 @@ from projections.apply import decode
 from projections.errors import FencedOut, ReadModelError, ReadModelUnavailable
 from projections.memory import InMemoryReadModel
 from projections.migrations import migrate, migrations
-from projections.postgres import PostgresReadModel, _version_ranges
+from projections.postgres import PostgresReadModel
+from projections.postgres_batch import _version_ranges
 from projections.settings import ReadModelSettings, open_read_model
 from tests.events.factories import added, created, msg, saved
 from tests.fix_pg import PG_DSN
 
-from .contract import ReadModelContract
+from .contract_queries import QueryContract
+from .contract_rebuild import RebuildContract
+from .contract_writes import WriteContract
 from .helpers import dump, entries_of, project
 
 T = "default"
 
 
-class TestPostgresReadModel(ReadModelContract):
+class TestPostgresReadModel(QueryContract, WriteContract, RebuildContract):
     async def create_read_model(self, request: pytest.FixtureRequest) -> ReadModel:
         schema = request.getfixturevalue("pg_schema")
         return await PostgresReadModel.open(PG_DSN, schema, min_size=1, max_size=4)
