@@ -33,6 +33,7 @@ __all__ = [
     "measure",
     "pct",
     "served_stack",
+    "stop_and_clean",
     "wait_ready",
 ]
 
@@ -115,19 +116,26 @@ def served_stack(args: argparse.Namespace, name: str) -> Iterator[Stack]:
     try:
         yield Stack(proc, http_port, grpc_port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        client = redis.Redis.from_url(args.redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        client.close()
-        if args.storage == "postgres":
-            with psycopg.connect(args.dsn, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        stop_and_clean(proc, args.redis_url, prefix, args.dsn if args.storage == "postgres" else None, schema)
+
+
+def stop_and_clean(
+    proc: subprocess.Popen[bytes], redis_url: str, prefix: str, dsn: str | None, schema: str
+) -> None:
+    """Stop a benchmarked server, then remove what it wrote: its Redis keys and (with ``dsn``) its schema."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+    client.close()
+    if dsn is not None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def wait_ready(

@@ -149,7 +149,8 @@ class RawStack:
 def raw_stack(redis_url: str, dsn: str, port: int, rows: int = 1000) -> Iterator[RawStack]:
     """The raw app in a subprocess, with a ``bench-read`` session of ``rows`` rows; cleaned up after."""
     import psycopg
-    import redis
+
+    from ._harness import stop_and_clean
 
     tag = uuid.uuid4().hex[:10]
     prefix, schema = f"bench-raw-{tag}", f"bench_raw_{tag}"
@@ -169,18 +170,7 @@ def raw_stack(redis_url: str, dsn: str, port: int, rows: int = 1000) -> Iterator
     try:
         yield RawStack(proc, port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.delete(*keys[i : i + 500])
-        client.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        stop_and_clean(proc, redis_url, prefix, dsn, schema)
 
 
 def main(argv: list[str] | None = None) -> None:
