@@ -55,9 +55,17 @@ def listen(host: str, port: int) -> socket.socket:
     """The HTTP listening socket, bound here (as uvicorn would) so that a taken or foreign address is one
     clear error before anything else opens, not uvicorn's own message after the application started."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP, not socket.create_server's 0: accepted sockets inherit it, and asyncio sets
+    # TCP_NODELAY only on sockets whose proto says TCP. Without it Nagle meets the client's delayed ACK and
+    # every response waits about 40 ms (bench api: 23 req/s instead of hundreds).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        return sock
     except OSError as e:
+        sock.close()
         reason = os.strerror(e.errno) if e.errno else str(e)
         raise ConfigurationError(
             f"HTTP cannot listen on {host}:{port}: {reason} (in use, or not an address of this "
