@@ -62,3 +62,20 @@ async def pg_read_model(pg_schema: str) -> AsyncIterator[Any]:
     rm = await PostgresReadModel.open(PG_DSN, pg_schema, min_size=1, max_size=4)
     yield rm
     await rm.close()
+
+
+@pytest.fixture(params=["memory", "postgres"])
+async def read_model(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A read model of each backend: the in-memory one, and PostgreSQL on the test's own schema (a module or
+    class that needs another kind defines its own ``read_model``)."""
+    from projections.memory import InMemoryReadModel
+    from projections.postgres import PostgresReadModel
+
+    if request.param == "memory":
+        yield InMemoryReadModel()
+        return
+    rm = await PostgresReadModel.open(PG_DSN, request.getfixturevalue("pg_schema"), min_size=1, max_size=2)
+    try:
+        yield rm
+    finally:
+        await rm.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,8 +17,6 @@ from consumers.recover import recover_log
 from events import Conflict, EventLog, LogSettings, PermissionDenied, SessionDeleted, Unavailable
 from events.keys import partition_of
 from projections.api import ReadModel
-from projections.memory import InMemoryReadModel
-from projections.postgres import PostgresReadModel
 from tests.events.factories import (
     added,
     call,
@@ -31,7 +28,6 @@ from tests.events.factories import (
     msg,
     saved,
 )
-from tests.fix_pg import PG_DSN
 from tests.fix_redis import REDIS_URL, delete_prefix
 from tests.projections.helpers import project
 
@@ -40,18 +36,6 @@ from .test_cli import PARTITIONS, cli_env, run
 __all__ = ["cli_env"]  # a fixture, imported to be used here
 
 STATE_KINDS = ("agg", "tc", "mem", "scoped")
-
-
-@pytest.fixture(params=["memory", "postgres"])
-async def read_model(request: pytest.FixtureRequest) -> AsyncIterator[ReadModel]:
-    if request.param == "memory":
-        yield InMemoryReadModel()
-        return
-    rm = await PostgresReadModel.open(PG_DSN, request.getfixturevalue("pg_schema"), min_size=1, max_size=2)
-    try:
-        yield rm
-    finally:
-        await rm.close()
 
 
 async def script_state(log: EventLog) -> dict[str, Any]:

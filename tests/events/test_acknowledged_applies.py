@@ -11,7 +11,6 @@ Each case runs on fakeredis and the real Redis (``event_log``) and projects into
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -22,24 +21,9 @@ from events import EventLog, InvalidEvent, decode_entry, encode_event, partition
 from events.log import load_script, parse_reply, plan_append, translate_error
 from events.schema import Event
 from projections.api import ReadModel
-from projections.memory import InMemoryReadModel
-from projections.postgres import PostgresReadModel
-from tests.fix_pg import PG_DSN
 from tests.projections.helpers import project
 
 from .factories import added, call, created, deleted, msg, saved
-
-
-@pytest.fixture(params=["memory", "postgres"])
-async def read_model(request: pytest.FixtureRequest) -> AsyncIterator[ReadModel]:
-    if request.param == "memory":
-        yield InMemoryReadModel()
-        return
-    rm = await PostgresReadModel.open(PG_DSN, request.getfixturevalue("pg_schema"), min_size=1, max_size=2)
-    try:
-        yield rm
-    finally:
-        await rm.close()
 
 
 def other_partition_session(log: EventLog, than: str) -> str:

@@ -12,25 +12,10 @@ import pytest
 from events import EventLog, LogSettings
 from events.keys import partition_of
 from projections.api import ReadModel
-from projections.memory import InMemoryReadModel
-from projections.postgres import PostgresReadModel
 from tests.events.factories import added, created, deleted, forgotten, msg, saved
-from tests.fix_pg import PG_DSN
 from tests.projections.helpers import dump, project
 
 T = "default"
-
-
-@pytest.fixture(params=["memory", "postgres"])
-async def read_model(request: pytest.FixtureRequest) -> AsyncIterator[ReadModel]:
-    if request.param == "memory":
-        yield InMemoryReadModel()
-        return
-    rm = await PostgresReadModel.open(PG_DSN, request.getfixturevalue("pg_schema"), min_size=1, max_size=2)
-    try:
-        yield rm
-    finally:
-        await rm.close()
 
 
 @pytest.fixture
