@@ -30,7 +30,12 @@ from dataclasses import asdict, dataclass, field
 
 from events.errors import ConfigurationError
 
-__all__ = ["Limits", "LogSettings", "check_redis_url"]
+__all__ = [
+    "Limits",
+    "LogSettings",
+    "check_redis_url",
+    "redacted",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +112,16 @@ def check_redis_url(url: str) -> None:
         parse_url(url)
     except ValueError as e:
         raise ConfigurationError(f"REDIS_URL is not usable: {e}", code="invalid_redis_url") from e
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for a log line: a password in it replaced by ``***``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -21,6 +21,7 @@ from typing import Any
 from events.driver import redis_call
 from events.errors import SessionsError, Unavailable
 from events.log import EventLog
+from events.settings import redacted
 from projections.api import PROJECTION, ReadModel, SessionRecord
 from service.commands import Commands
 from service.consistency import Consistency
@@ -135,7 +136,8 @@ class Application:
             return "embedded (fakeredis log, in-memory read model, in-process projector)"
         where = "PostgreSQL" if self.settings.storage == "postgres" else "in-memory"
         proj = "in-process projector" if self.projector_enabled else "no projector in this process"
-        return f"Redis log at {self.settings.redis_url or 'fakeredis'}, {where} read model, {proj}"
+        redis = redacted(self.settings.redis_url) if self.settings.redis_url else "fakeredis"
+        return f"Redis log at {redis}, {where} read model, {proj}"
 
     async def start(self) -> None:
         if self.projector_enabled and self._task is None:

@@ -294,3 +294,26 @@ def test_only_the_settings_modules_read_the_environment() -> None:
         if readers.search(path.read_text())
     )
     assert set(found) <= settings | clients, found
+
+
+def test_the_mode_line_never_shows_a_redis_password() -> None:
+    """``serve`` logs where its log lives (``Application.mode``): the URL without its password."""
+    from events.settings import redacted
+
+    assert redacted("redis://:s3cret@10.0.0.5:6380/2") == "redis://:***@10.0.0.5:6380/2"
+    assert redacted("rediss://app:s3cret@cache.example:6379/0") == "rediss://app:***@cache.example:6379/0"
+    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+    import fakeredis
+
+    from events.log import EventLog
+    from events.settings import LogSettings
+    from projections.memory import InMemoryReadModel
+    from service.app import Application
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings(log=LogSettings(redis_url="redis://:s3cret@10.0.0.5:6380/2"))
+    app = Application(
+        EventLog(fakeredis.FakeAsyncRedis(), settings.log), InMemoryReadModel(), settings=settings
+    )
+    assert "s3cret" not in app.mode and "redis://:***@10.0.0.5:6380/2" in app.mode
