@@ -119,6 +119,7 @@ class LogState:
             "appended": True,
             "removed": 0,
             "event_ids": [event_id],
+            "aggregate": f"{tenant}:{snap.kind}:{snap.aggregate_id}",  # the script checks a retry by it
         }
         if snap.kind == "session":
             result["message_count"] = snap.message_count

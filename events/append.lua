@@ -5,7 +5,9 @@
 -- ARGV[1] expected aggregate version ('' for any; 0 means "must not exist yet")
 -- ARGV[1+i] event i, the JSON envelope (docs/events.md); version and recorded_at are assigned here
 --
--- Reply: {'ok', result JSON} or {'duplicate', result JSON of the first append that used the event id}.
+-- Reply: {'ok', result JSON} or {'duplicate', result JSON of the first append} (every event id known, each
+-- from an append to this aggregate: a retry). Known and new ids mixed, or an id another aggregate's append
+-- used: refused, event_id_reused. The result names its aggregate ("tenant:kind:id") for that check.
 -- Refusal: an error reply "<code> <JSON object with a message and details>"; nothing is written.
 --
 -- Every check runs before the first write, so a refused append leaves no trace. The script recomputes the
@@ -248,14 +250,41 @@ local function main()
     end
   end
 
-  -- Idempotency: a retried append returns the first result; a reused event id elsewhere is refused.
-  local first = redis.call('GET', KEYS[6])
-  if first then return {'duplicate', first} end
-  for i = 2, n do
-    if redis.call('EXISTS', KEYS[5 + i]) == 1 then
-      fail('duplicate_event_id', 'event id ' .. events[i].id .. ' was already used by another append')
+  -- Idempotency, per event id: one GET each. A batch whose ids are all known, each by an append to this
+  -- aggregate, is a retry: it returns the result stored for its first id and writes nothing. A batch mixing
+  -- known and new ids, or naming an id an append to another aggregate used, is refused (event_id_reused):
+  -- answering it `duplicate` would silently drop the new events, or report another aggregate's append.
+  local known, fresh, foreign = {}, {}, {}
+  local first = nil
+  for i = 1, n do
+    local stored = redis.call('GET', KEYS[5 + i])
+    if stored then
+      known[#known + 1] = events[i].id
+      if i == 1 then first = stored end
+      -- A result names its aggregate ("tenant:kind:id"); one stored before that field existed is taken as
+      -- this aggregate's (the old rule), and the same string as the first id's is the same append.
+      if stored ~= first then
+        local agg = cjson.decode(stored).aggregate
+        if agg ~= nil and agg ~= suffix then foreign[#foreign + 1] = events[i].id end
+      end
+    else
+      fresh[#fresh + 1] = events[i].id
     end
   end
+  if first and #foreign == 0 then
+    local agg = cjson.decode(first).aggregate
+    if agg ~= nil and agg ~= suffix then foreign[#foreign + 1] = events[1].id end
+  end
+  if #foreign > 0 then
+    fail('event_id_reused', 'event id(s) ' .. table.concat(foreign, ', ') .. ' were used by an append to '
+      .. 'another aggregate; give each new event a new id', {event_ids = foreign})
+  end
+  if #known > 0 and #fresh > 0 then
+    fail('event_id_reused', 'this append mixes event ids already appended (' .. table.concat(known, ', ')
+      .. ') with new ones (' .. table.concat(fresh, ', ') .. '): a retry must repeat the first append '
+      .. 'exactly, and new events need new ids; nothing was appended', {event_ids = known, new_event_ids = fresh})
+  end
+  if first then return {'duplicate', first} end
 
   local st = redis.call('HMGET', KEYS[3], 'v', 'pos', 'user', 'del', 'mc')
   local version = tonumber(st[1] or '0')
@@ -487,7 +516,8 @@ local function main()
     end
   end
 
-  local result = {partition = partition, version = version, position = pos, appended = false, removed = 0}
+  local result = {partition = partition, version = version, position = pos, appended = false, removed = 0,
+    aggregate = suffix}
   if kind == 'session' then result.message_count = mc end
   if noop then return {'ok', cjson.encode(result)} end
 

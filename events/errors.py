@@ -13,7 +13,9 @@ status) and a message a person understands. redis-py's errors are converted once
     │   └── SessionDeleted             the session existed and was deleted
     ├── PermissionDenied               the session belongs to another user
     ├── Conflict                       the expected aggregate version did not match (carries the current one)
-    ├── DuplicateEventId               an event id already used by another append
+    ├── DuplicateEventId               an event id twice in one append (``duplicate_event_id``), or already
+    │                                  used by an append to another aggregate, or known ids mixed with new
+    │                                  ones (``event_id_reused``)
     ├── Unavailable                    Redis (or the read model) cannot be reached, or did not answer within
     │                                  its bound (``LogSettings.timeout_s``); retryable
     └── ConfigurationError             the deployment's settings disagree with the log (e.g. partition count)
@@ -104,6 +106,7 @@ class ConfigurationError(SessionsError):
 _CLASS_BY_CODE: dict[str, type[SessionsError]] = {
     "version_conflict": Conflict,
     "duplicate_event_id": DuplicateEventId,
+    "event_id_reused": DuplicateEventId,
     "session_not_found": NotFound,
     "memory_session_not_found": NotFound,
     "session_deleted": SessionDeleted,

@@ -149,6 +149,7 @@ def error_class_for_code(status: int, code: str) -> type[SessionsError]:
     special: dict[str, type[SessionsError]] = {
         "read_model_behind": NotCaughtUp,
         "duplicate_event_id": DuplicateEventId,
+        "event_id_reused": DuplicateEventId,
         "undecodable_event": UndecodableEvent,
         "configuration_error": ConfigurationError,
         "idempotency_key_reused": IdempotencyKeyReused,

@@ -9,13 +9,23 @@ import asyncio
 import io
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
 from consumers.progress import Progress
 from consumers.recover import recover_log
-from events import Conflict, EventLog, LogSettings, PermissionDenied, SessionDeleted, Unavailable
+from events import (
+    Conflict,
+    DuplicateEventId,
+    EventLog,
+    LogSettings,
+    PermissionDenied,
+    SessionDeleted,
+    Unavailable,
+)
 from events.keys import partition_of
+from events.log import position_key
 from projections.api import ReadModel
 from tests.events.factories import (
     added,
@@ -213,3 +223,30 @@ async def test_a_retry_after_recovery_appends_nothing(event_log: EventLog, read_
     assert 0 < ttl <= event_log.settings.dedup_window_s
     await project(event_log, read_model)
     assert [m.content for m in (await read_model.get_messages("default", "s1")).messages] == ["once"]
+
+
+async def test_after_recovery_a_batch_retry_is_answered_and_an_id_on_another_session_refused(
+    event_log: EventLog, read_model: ReadModel
+) -> None:
+    """recover-log remembers each event on its own (the archive does not say which went together), naming its
+    aggregate: a retried two-event append is still a retry, and its ids stay refused on another session."""
+    await event_log.append([created("s1", "alice")])
+    batch = [added("s1", msg("user", "one")), added("s1", msg("assistant", "two"))]
+    first = await event_log.append(batch)
+    await project(event_log, read_model)
+    await delete_prefix(event_log.redis, event_log.settings.prefix)
+    await recover_log(event_log, read_model)
+    again = await event_log.append(batch)
+    assert again.duplicate and again.position is not None
+    assert position_key(again.position) <= position_key(first.position)
+    # Another session of the same partition (event ids are remembered per partition and tenant).
+    other = next(
+        f"s{n}"
+        for n in range(2, 1000)
+        if partition_of("default", "session", f"s{n}", event_log.partitions) == first.partition
+    )
+    reuse = msgspec.structs.replace(created(other, "bob"), id=batch[1].id)
+    with pytest.raises(DuplicateEventId) as err:
+        await event_log.append([reuse])
+    assert err.value.code == "event_id_reused"
+    assert not (await event_log.aggregate("default", "session", other)).exists

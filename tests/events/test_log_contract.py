@@ -23,6 +23,7 @@ from events import (
     partition_of,
 )
 from events.errors import ConfigurationError
+from events.keys import Keys
 from events.log import plan_append, translate_error
 from events.settings import Limits
 
@@ -382,6 +383,24 @@ async def test_all_keys_of_one_append_share_one_cluster_slot(event_log: EventLog
         plan = plan_append(event_log.keys, event_log.partitions, [e])
         assert len({key_slot(key.encode()) for key in plan.keys}) == 1
         assert plan.scoped is None or len({key_slot(plan.scoped[0].encode())}) == 1
+
+
+def test_the_scoped_set_is_in_the_users_slot_not_the_sessions() -> None:
+    """Why the append script cannot write the scoped-sessions set on a cluster (docs/events.md): the set is
+    in the user's memory partition, the session-scoped save in the session's, another slot in general."""
+    log_keys, partitions = Keys("t"), 16
+    user, session = (
+        "u1",
+        next(
+            f"s{n}"
+            for n in range(100)
+            if partition_of("default", "session", f"s{n}", partitions)
+            != partition_of("default", "memory", "u1", partitions)
+        ),
+    )
+    plan = plan_append(log_keys, partitions, [saved(user, "k", 1, session=session)])
+    assert plan.scoped is not None
+    assert key_slot(plan.scoped[0].encode()) != key_slot(plan.keys[0].encode())
 
 
 async def test_setup_refuses_another_partition_count(event_log: EventLog) -> None:

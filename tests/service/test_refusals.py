@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -341,3 +342,37 @@ async def test_an_unreachable_log_is_503_on_every_path(redis_down: httpx.AsyncCl
         assert r.headers["retry-after"] == "1" and "Redis" in body["detail"]
     assert_problem(await http.get("/readyz"), 503, "log_unreachable")
     assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_publish_mixing_a_known_event_id_with_new_ones_is_409_and_names_them(
+    http: httpx.AsyncClient,
+) -> None:
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    created = {
+        "id": ids[0],
+        "type": "session.created.v1",
+        "aggregate_kind": "session",
+        "aggregate_id": "idem-1",
+        "payload": {"user_id": "u"},
+    }
+
+    def said(event_id: str, text: str) -> dict[str, object]:
+        return {
+            "id": event_id,
+            "type": "session.messages_added.v1",
+            "aggregate_kind": "session",
+            "aggregate_id": "idem-1",
+            "payload": {"messages": [{"role": "user", "content": text}]},
+        }
+
+    first = await http.post("/v1/events", json={"events": [created, said(ids[1], "one")]})
+    assert first.status_code == 200, first.text
+    retry = await http.post("/v1/events", json={"events": [created, said(ids[1], "one")]})
+    assert retry.status_code == 200 and retry.json()["results"][0]["duplicate"] is True
+    mixed = await http.post(
+        "/v1/events", json={"events": [created, said(ids[1], "one"), said(ids[2], "two")]}
+    )
+    body = assert_problem(mixed, 409, "event_id_reused")
+    assert body["event_ids"] == ids[:2] and body["new_event_ids"] == [ids[2]]
+    messages = (await http.get("/v1/sessions/idem-1/messages")).json()["messages"]
+    assert [m["content"] for m in messages] == ["one"]  # nothing of the refused batch
