@@ -3,6 +3,6 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . .
-RUN pip install --no-cache-dir -c requirements.lock .
+RUN pip install --no-cache-dir -c constraints.txt .
 EXPOSE 8052 50052
 CMD ["sessions", "serve"]

@@ -1,4 +1,4 @@
-"""What CI installs is what was tested: every dependency is held in requirements.lock, the build backend is
+"""What CI installs is what was tested: every dependency is held in constraints.txt, the build backend is
 pinned, and the generated JSON Schema does not depend on how a msgspec release renders docstrings."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ def _name(requirement: str) -> str:
 
 def _locked() -> dict[str, str]:
     pins: dict[str, str] = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
-            assert version, f"requirements.lock: {line!r} is not an exact pin"
+            assert version, f"constraints.txt: {line!r} is not an exact pin"
             pins[name.lower().replace("_", "-")] = version
     return pins
 
@@ -31,7 +31,16 @@ def test_every_dependency_is_locked() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
     missing = sorted({_name(r) for r in wanted} - set(_locked()))
-    assert not missing, f"add to requirements.lock (pip freeze of the tested venv): {missing}"
+    assert not missing, f"add to constraints.txt (pip freeze of the tested venv): {missing}"
+
+
+def test_every_dependency_range_is_closed_above() -> None:
+    """A user's install (without the constraints) cannot jump to a release no one has tested the next major
+    of: every range has an upper bound (or is an exact pin)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
+    open_ended = [r for r in wanted if "<" not in r and "==" not in r]
+    assert not open_ended, f"give these an upper bound in pyproject.toml: {open_ended}"
 
 
 def test_the_build_backend_is_pinned() -> None:
@@ -40,8 +49,8 @@ def test_the_build_backend_is_pinned() -> None:
 
 
 def test_ci_and_readme_install_from_the_lock() -> None:
-    assert "-c requirements.lock" in (ROOT / ".ci" / "run").read_text()
-    assert "-c requirements.lock" in (ROOT / "README.md").read_text()
+    assert "-c constraints.txt" in (ROOT / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in (ROOT / "README.md").read_text()
 
 
 def test_schema_prose_is_independent_of_docstring_indentation() -> None:
