@@ -151,13 +151,23 @@ def command(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awai
     op = OPERATIONS[name]
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-        signature = inspect.signature(fn)
+        # Where each checked input sits in the call, worked out once (not a Signature.bind per call: this
+        # wraps every append).
+        params = list(inspect.signature(fn).parameters)
+        checked = [(field, params.index(field)) for field in (*op.ids, *op.keys) if field in params]
+
+        def inputs(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+            return {
+                field: kwargs[field] if field in kwargs else args[i] if i < len(args) else None
+                for field, i in checked
+            }
 
         @functools.wraps(fn)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
             observer: Observer | None = getattr(args[0], "metrics", None)
             try:
-                op.check(signature.bind(*args, **kwargs).arguments)
+                if checked:
+                    op.check(inputs(args, kwargs))
                 out = await fn(*args, **kwargs)
             except SessionsError as e:
                 if observer is not None and 400 <= status_of(e) < 500:
