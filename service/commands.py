@@ -20,7 +20,7 @@ import msgspec
 
 from events.codec import recorded_at_of
 from events.errors import NotFound, PermissionDenied, SessionsError
-from events.log import AggregateState, AppendResult, EventLog
+from events.log import AppendResult, EventLog
 from events.schema import (
     AggregateKind,
     AnyEvent,
@@ -143,12 +143,7 @@ class Commands:
             payload=SessionCreatedPayload(user_id=user_id, metadata=metadata or {}),
             **self._envelope(ctx, user_id, event_id),
         )
-        try:
-            result = await self.log.append([event])
-        except SessionsError:
-            if claim is not None:
-                await claim.release()
-            raise
+        result = await self._append([event], None, claim)
         created = result.appended or result.duplicate
         session = await self._session_of(ctx, sid, user_id, metadata or {}, result, created)
         return SessionWrite(session_id=sid, created=created, result=result, session=session)
@@ -209,7 +204,7 @@ class Commands:
         stamped = _with_timestamps(messages, now_ms())
         key_name = None
         # else (no such session) the log refuses the append: nothing to seal, no owner to record
-        owner = (await self._aggregate(ctx, "session", session_id)).user_id
+        owner = (await self.log.aggregate(ctx.tenant, "session", session_id)).user_id
         if self.data_keys is not None and owner is not None:
             key = await self.data_keys.for_write(ctx.tenant, owner)
             associated = aad(ctx.tenant, owner, "session", session_id)
@@ -222,15 +217,19 @@ class Commands:
             encryption_key_id=key_name,
             **self._envelope(ctx, owner, event_id),
         )
+        return await self._append([event], expected_version, claim)
+
+    async def _append(
+        self, events: list[Event], expected_version: int | None, claim: Claim | None
+    ) -> AppendResult:
+        """Append; a refused append gives its Idempotency-Key back (``Claim.release``), so a corrected retry
+        may use it."""
         try:
-            return await self.log.append([event], expected_version)
+            return await self.log.append(events, expected_version)
         except SessionsError:
             if claim is not None:
                 await claim.release()
             raise
-
-    async def _aggregate(self, ctx: Context, kind: str, aggregate_id: str) -> AggregateState:
-        return await self.log.aggregate(ctx.tenant, kind, aggregate_id)
 
     @command("delete_session")
     async def delete_session(self, ctx: Context, session_id: str, reason: str | None = None) -> AppendResult:
