@@ -74,6 +74,13 @@ async def publish_events(
     return written(PublishReply(results=out), positions_of(*results))
 
 
+async def _audit_reply(
+    application: App, ctx: Ctx, flt: AuditFilter, limit: int | None, after: str | None, at: At
+) -> AuditReply:
+    page = await application.queries.audit(ctx, flt, limit=limit, after=after, at=at)
+    return AuditReply(events=page.events, next_cursor=page.next_cursor)
+
+
 def _audit_filter(ctx: Ctx, **kw: Any) -> AuditFilter:
     return AuditFilter(tenant=ctx.tenant, **kw)
 
@@ -108,8 +115,7 @@ async def audit_events(
         actor_kind=actor_kind,
         actor_id=actor_id,
     )
-    page = await application.queries.audit(ctx, flt, limit=limit, after=after, at=at)
-    return AuditReply(events=page.events, next_cursor=page.next_cursor)
+    return await _audit_reply(application, ctx, flt, limit, after, at)
 
 
 @get(
@@ -140,8 +146,7 @@ async def session_events(
         actor_kind=actor_kind,
         actor_id=actor_id,
     )
-    page = await application.queries.audit(ctx, flt, limit=limit, after=after, at=at)
-    return AuditReply(events=page.events, next_cursor=page.next_cursor)
+    return await _audit_reply(application, ctx, flt, limit, after, at)
 
 
 @post(
