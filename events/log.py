@@ -35,6 +35,7 @@ __all__ = [
     "parse_reply",
     "plan_append",
     "position_key",
+    "state_lost_error",
     "translate_error",
 ]
 
@@ -177,6 +178,15 @@ def _check_partitions(found: bytes | None, settings: LogSettings) -> None:
         )
 
 
+def state_lost_error() -> Unavailable:
+    """What a write to a log that lost its state answers (and ``/readyz``)."""
+    return Unavailable(
+        "the log lost its state (Redis restarted empty?): writes are refused until `sessions recover-log`"
+        " restores it from the archive",
+        code="log_state_lost",
+    )
+
+
 class EventLog:
     """The log, over an asyncio Redis client (redis-py or fakeredis)."""
 
@@ -250,13 +260,18 @@ class EventLog:
             secs, micros = await self.redis.time()
         return int(secs) * 1000 + int(micros) // 1000
 
-    async def state_lost(self) -> bool:
-        """True when a partition's config is gone (Redis lost its data) or marked lost."""
+    async def configs(self) -> list[tuple[int | None, bool]]:
+        """Per partition: the partition count its config names (None: the config is gone, as after a Redis
+        that lost its data) and whether the log is marked lost there."""
         async with redis_call(self.timeout_s), self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
                 pipe.hmget(self.keys.config(p), ["partitions", "state"])
             replies: Any = await pipe.execute()
-        return any(r[0] is None or r[1] == b"lost" for r in replies)
+        return [(None if r[0] is None else int(r[0]), r[1] == b"lost") for r in replies]
+
+    async def state_lost(self) -> bool:
+        """True when a partition's config is gone (Redis lost its data) or marked lost."""
+        return any(count is None or lost for count, lost in await self.configs())
 
     async def mark_state(self, lost: bool) -> None:
         """Mark every partition lost (writes refused) or restored; writes the config too."""
@@ -294,11 +309,7 @@ class EventLog:
     def _lost(self, error: SessionsError) -> SessionsError:
         """The config gone under a process that saw it set up: Redis lost its data, not a new deployment."""
         if self._set_up and error.code == "log_not_configured":
-            return Unavailable(
-                "the log lost its state (Redis restarted empty?): writes are refused until `sessions"
-                " recover-log` restores it from the archive",
-                code="log_state_lost",
-            )
+            return state_lost_error()
         return error
 
     async def append_batch(self, appends: Sequence[Sequence[Event]]) -> list[AppendResult | SessionsError]:

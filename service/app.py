@@ -20,7 +20,7 @@ from typing import Any
 
 from events.driver import redis_call
 from events.errors import SessionsError, Unavailable
-from events.log import EventLog
+from events.log import EventLog, state_lost_error
 from events.settings import redacted
 from projections.api import PROJECTION, ReadModel, SessionRecord
 from service.commands import Commands
@@ -231,34 +231,24 @@ class Application:
         """
         checks: dict[str, str] = {}
         try:
-            async with redis_call(self.log.timeout_s):
-                await self.log.redis.ping()
-                async with self.log.redis.pipeline(transaction=False) as pipe:
-                    for p in range(self.log.partitions):
-                        pipe.hmget(self.log.keys.config(p), ["partitions", "state"])
-                    configs: list[Any] = await pipe.execute()
+            configs = await self.log.configs()
         except SessionsError as e:
             raise Unavailable(f"the log (Redis) is unreachable: {e}", code="log_unreachable") from e
-        found = [c[0] for c in configs]
-        missing = [p for p, v in enumerate(found) if v is None]
+        missing = [p for p, (count, _) in enumerate(configs) if count is None]
         if missing:
             raise Unavailable(
                 f"the log is not configured for partitions {_listed(missing)} (a Redis that lost its data?)",
                 code="log_not_configured",
                 partitions=missing,
             )
-        wrong = sorted({int(v) for v in found} - {self.log.partitions})
+        wrong = sorted({count for count, _ in configs if count is not None} - {self.log.partitions})
         if wrong:
             raise Unavailable(
                 f"the log holds {wrong[0]} partitions; this service is configured for {self.log.partitions}",
                 code="partition_count_mismatch",
             )
-        if any(c[1] == b"lost" for c in configs):
-            raise Unavailable(
-                "the log lost its state (Redis restarted empty?): writes are refused until `sessions"
-                " recover-log` restores it from the archive",
-                code="log_state_lost",
-            )
+        if any(lost for _, lost in configs):
+            raise state_lost_error()
         checks["log"] = "ok"
         try:
             await self.read_model.checkpoints(PROJECTION)
