@@ -228,7 +228,10 @@ def test_a_bad_db_connection_string_fails_fast_with_the_drivers_reason(
     ],
 )
 def test_serve_fails_with_one_error_line(argv: list[str], env: dict[str, str], code: int, text: str) -> None:
-    got, err, _ = _sessions(*argv, env=_env(SESSIONS_PORT=str(_free_port()), **env))
+    # Free ports of its own for both servers (env may name another): never the default 8052 a developer's
+    # own `sessions serve` may hold.
+    ports = {"SESSIONS_PORT": str(_free_port()), "SESSIONS_HTTP_PORT": str(_free_port())}
+    got, err, _ = _sessions(*argv, env=_env(**{**ports, **env}))
     assert got == code and "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("sessions: ")]
     assert len(errors) == 1 and errors[0].startswith(text), err
